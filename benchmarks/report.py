@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 Result = dict[str, Any]
 Results = dict[str, Any]
@@ -28,22 +29,74 @@ BARE_LOOP = "selectors-loop"
 
 #: Issue 6's targets that are ratios: (text, scenario key, A, B, minimum of A/B).
 RATIO_TARGETS: list[tuple[str, str, str, str, float]] = [
-    *[(f"MultiplexingTCPServer ≥ 0.9× bare selectors loop, ping-pong C={c}",
-       f"pingpong-c{c}", "mini-multiplexing", BARE_LOOP, 0.9) for c in (64, 256)],
-    *[(f"MultiplexingTCPServer ≥ 3× asyncio streams, ping-pong C={c}",
-       f"pingpong-c{c}", "mini-multiplexing", "asyncio-streams", 3.0) for c in (64, 256)],
-    ("MultiplexingTCPServer connection rate ≥ 0.9× bare selectors loop",
-     "connrate-c16", "mini-multiplexing", BARE_LOOP, 0.9),
-    *[(f"ThreadingTCPServer ≥ 1.0× stdlib's, ping-pong C={c}",
-       f"pingpong-c{c}", "mini-threading", BASELINE, 1.0) for c in (1, 16, 64, 256)],
-    ("ThreadingTCPServer connection rate ≥ 1.2× stdlib's",
-     "connrate-c16", "mini-threading", BASELINE, 1.2),
-    ("ThreadPoolTCPServer connection rate ≥ 2× stdlib ThreadingTCPServer",
-     "connrate-c16", "mini-threadpool", BASELINE, 2.0),
-    ("MultiplexingTCPServer connection rate ≥ 3× stdlib ThreadingTCPServer",
-     "connrate-c16", "mini-multiplexing", BASELINE, 3.0),
-    *[(f"http.server on our ThreadingTCPServer ≥ 1.0× on stdlib's, wrk C={c}",
-       f"http-c{c}", "http-mini-threading", "http-stdlib", 1.0) for c in (16, 64)],
+    *[
+        (
+            f"MultiplexingTCPServer ≥ 0.9× bare selectors loop, ping-pong C={c}",
+            f"pingpong-c{c}",
+            "mini-multiplexing",
+            BARE_LOOP,
+            0.9,
+        )
+        for c in (64, 256)
+    ],
+    *[
+        (
+            f"MultiplexingTCPServer ≥ 3× asyncio streams, ping-pong C={c}",
+            f"pingpong-c{c}",
+            "mini-multiplexing",
+            "asyncio-streams",
+            3.0,
+        )
+        for c in (64, 256)
+    ],
+    (
+        "MultiplexingTCPServer connection rate ≥ 0.9× bare selectors loop",
+        "connrate-c16",
+        "mini-multiplexing",
+        BARE_LOOP,
+        0.9,
+    ),
+    *[
+        (
+            f"ThreadingTCPServer ≥ 1.0× stdlib's, ping-pong C={c}",
+            f"pingpong-c{c}",
+            "mini-threading",
+            BASELINE,
+            1.0,
+        )
+        for c in (1, 16, 64, 256)
+    ],
+    (
+        "ThreadingTCPServer connection rate ≥ 1.2× stdlib's",
+        "connrate-c16",
+        "mini-threading",
+        BASELINE,
+        1.2,
+    ),
+    (
+        "ThreadPoolTCPServer connection rate ≥ 2× stdlib ThreadingTCPServer",
+        "connrate-c16",
+        "mini-threadpool",
+        BASELINE,
+        2.0,
+    ),
+    (
+        "MultiplexingTCPServer connection rate ≥ 3× stdlib ThreadingTCPServer",
+        "connrate-c16",
+        "mini-multiplexing",
+        BASELINE,
+        3.0,
+    ),
+    *[
+        (
+            f"http.server on our ThreadingTCPServer ≥ 1.0× on stdlib's, wrk C={c}",
+            f"http-c{c}",
+            "http-mini-threading",
+            "http-stdlib",
+            1.0,
+        )
+        for c in (16, 64)
+    ],
 ]
 
 
@@ -59,14 +112,14 @@ def values(runs: Iterable[Result], key: str = "value") -> list[float]:
     return [float(r[key]) for r in ok_runs(runs) if r.get(key) is not None and r[key] >= 0]
 
 
-def median(xs: list[float]) -> Optional[float]:
+def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
 def paired_ratios(a: list[Result], b: list[Result], key: str = "value") -> list[float]:
     """A/B for each repeat where both ran: the repeats were run side by side."""
     ratios = []
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=False):  # a failed server has fewer
         if ra.get("ok") and rb.get("ok") and rb.get(key) and ra.get(key) is not None:
             ratios.append(float(ra[key]) / float(rb[key]))
     return ratios
@@ -76,7 +129,7 @@ def paired_ratios(a: list[Result], b: list[Result], key: str = "value") -> list[
 # Formatting
 
 
-def fmt_num(x: Optional[float]) -> str:
+def fmt_num(x: float | None) -> str:
     if x is None:
         return "–"
     if x >= 100_000:
@@ -90,7 +143,7 @@ def fmt_num(x: Optional[float]) -> str:
     return f"{x:.2g}"
 
 
-def fmt_us(us: Optional[float]) -> str:
+def fmt_us(us: float | None) -> str:
     if us is None or us < 0:
         return "–"
     if us >= 1e6:
@@ -100,7 +153,7 @@ def fmt_us(us: Optional[float]) -> str:
     return f"{us:.0f} µs"
 
 
-def fmt_ms(ms: Optional[float]) -> str:
+def fmt_ms(ms: float | None) -> str:
     return fmt_us(ms * 1e3 if ms is not None else None)
 
 
@@ -110,7 +163,7 @@ def fmt_kib(text: str) -> str:
     return f"{int(parts[0]) / 2**20:.1f} GiB" if parts and parts[0].isdigit() else text
 
 
-def fmt_share(x: Optional[float]) -> str:
+def fmt_share(x: float | None) -> str:
     return "–" if x is None or x < 0 else f"{x * 100:.0f}%"
 
 
@@ -146,6 +199,10 @@ def label(results: Results, name: str) -> str:
     return str(results["servers"].get(name, {}).get("label", name))
 
 
+def loadavg(text: str) -> str:
+    return " ".join(text.split()[:3])
+
+
 def machine_section(results: Results) -> list[str]:
     meta = results["meta"]
     m = meta["machine"]
@@ -163,8 +220,10 @@ def machine_section(results: Results) -> list[str]:
         ["net.core.somaxconn / tcp_tw_reuse", f"{m['somaxconn']} / {m['tcp_tw_reuse']}"],
         ["RLIMIT_NOFILE soft/hard", m["nofile"]],
         ["repository commit", m["git"]],
-        ["load average (1, 5, 15 min) at start / end",
-         f"{' '.join(meta['loadavg_start'].split()[:3])} / {' '.join(meta.get('loadavg_end', '?').split()[:3])}"],
+        [
+            "load average (1, 5, 15 min) at start / end",
+            f"{loadavg(meta['loadavg_start'])} / {loadavg(meta.get('loadavg_end', '?'))}",
+        ],
         ["started, duration", f"{meta['started']}, {meta.get('duration_s', '?')} s"],
         ["repeats (interleaved)", str(s["repeats"])],
     ]
@@ -213,8 +272,8 @@ def summary_section(results: Results) -> list[str]:
     return [
         "## Summary",
         "",
-        "Medians of the interleaved repeats; beside each figure, the load generator's CPU use as a share "
-        "of one core (gen). † marks a figure where the generator used at least "
+        "Medians of the interleaved repeats; beside each figure, the load generator's CPU use "
+        "as a share of one core (gen). † marks a figure where the generator used at least "
         f"{GENERATOR_BOUND:.0%} of its core: there the client, not the server, may be the limit. "
         "Worst connect is the slowest connect() of all repeats.",
         "",
@@ -228,7 +287,7 @@ def targets_section(results: Results) -> list[str]:
     servers = results["servers"]
     rows = []
 
-    def missing(key: str, names: list[str]) -> Optional[str]:
+    def missing(key: str, names: list[str]) -> str | None:
         for name in names:
             info = servers.get(name)
             if info and info["unavailable"]:
@@ -255,8 +314,13 @@ def targets_section(results: Results) -> list[str]:
         rows.append(["ThreadingTCPServer: no connect slower than 100 ms", "–", why])
     else:
         worst = max(values(scs[key]["runs"]["mini-threading"], "connect_max_ms"))
-        rows.append(["ThreadingTCPServer: no connect slower than 100 ms (connection-rate scenario)",
-                     f"worst {fmt_ms(worst)}", "met" if worst < 100 else "**not met**"])
+        rows.append(
+            [
+                "ThreadingTCPServer: no connect slower than 100 ms (connection-rate scenario)",
+                f"worst {fmt_ms(worst)}",
+                "met" if worst < 100 else "**not met**",
+            ]
+        )
 
     for name in ("mini-threading", "mini-threadpool", "mini-multiplexing"):
         why = missing("shutdown", [name])
@@ -264,9 +328,17 @@ def targets_section(results: Results) -> list[str]:
         if why:
             rows.append([text, "–", why])
         else:
-            lat = sorted(x * 1e3 for r in ok_runs(scs["shutdown"]["runs"][name]) for x in r["latencies_s"])
+            lat = sorted(
+                x * 1e3 for r in ok_runs(scs["shutdown"]["runs"][name]) for x in r["latencies_s"]
+            )
             p99 = percentile(lat, 0.99)
-            rows.append([text, f"p99 {fmt_ms(p99)} ({len(lat)} trials)", "met" if p99 < 5 else "**not met**"])
+            rows.append(
+                [
+                    text,
+                    f"p99 {fmt_ms(p99)} ({len(lat)} trials)",
+                    "met" if p99 < 5 else "**not met**",
+                ]
+            )
 
     for name in ("mini-threading", "mini-threadpool", "mini-multiplexing"):
         why = missing("wakeups", [name])
@@ -275,14 +347,19 @@ def targets_section(results: Results) -> list[str]:
             rows.append([text, "–", why])
         else:
             r = ok_runs(scs["wakeups"]["runs"][name])[0]
-            rows.append([text, f"{r['wakeups']} wake-ups in {r['seconds']:.1f} s",
-                         "met" if r["wakeups"] == 0 else "**not met**"])
+            rows.append(
+                [
+                    text,
+                    f"{r['wakeups']} wake-ups in {r['seconds']:.1f} s",
+                    "met" if r["wakeups"] == 0 else "**not met**",
+                ]
+            )
 
     return [
         "## Issue 6 targets",
         "",
-        "Each ratio is the median of the per-repeat ratios A/B (min–max in brackets), A and B run side by "
-        "side in the same repeat. Nothing here is asserted by a test.",
+        "Each ratio is the median of the per-repeat ratios A/B (min–max in brackets), A and B "
+        "run side by side in the same repeat. Nothing here is asserted by a test.",
         "",
         *table(["target", "measured", "status"], rows),
         "",
@@ -297,8 +374,11 @@ def percentile(sorted_xs: list[float], p: float) -> float:
 
 def ratios_section(results: Results, baseline: str, title: str) -> list[str]:
     scs = results["scenarios"]
-    keys = [k for k in scs if scs[k]["family"] in ("pingpong", "connrate", "idle")
-            and baseline in scs[k]["servers"]]
+    keys = [
+        k
+        for k in scs
+        if scs[k]["family"] in ("pingpong", "connrate", "idle") and baseline in scs[k]["servers"]
+    ]
     if not keys:
         return []
     header = ["server"] + [scs[k]["title"] for k in keys]
@@ -336,37 +416,75 @@ def scenario_table(sc: Results, results: Results) -> list[str]:
             continue
         v = values(runs)
 
-        def med(key: str) -> Optional[float]:
+        def med(key: str, runs: list[Result] = runs) -> float | None:
             return median(values(runs, key))
 
         if fam in ("pingpong", "http"):
-            row = [fmt_num(median(v)) + gen_flag(runs), fmt_range(v), fmt_us(med("lat_p50_us")),
-                   fmt_us(med("lat_p99_us")), fmt_share(med("cpu_share")), fmt_share(med("server_cpu_share")),
-                   fmt_num(med("server_cpu_us_per_op"))]
+            row = [
+                fmt_num(median(v)) + gen_flag(runs),
+                fmt_range(v),
+                fmt_us(med("lat_p50_us")),
+                fmt_us(med("lat_p99_us")),
+                fmt_share(med("cpu_share")),
+                fmt_share(med("server_cpu_share")),
+                fmt_num(med("server_cpu_us_per_op")),
+            ]
         elif fam == "connrate":
             worst = values(runs, "connect_max_ms")
-            errs = sum(int(r.get("errors", 0)) + int(r.get("connect_sync_failures", 0)) for r in oks)
-            row = [fmt_num(median(v)) + gen_flag(runs), fmt_range(v), fmt_us(med("connect_p50_us")),
-                   fmt_us(med("connect_p99_us")), fmt_ms(max(worst) if worst else None), str(errs),
-                   fmt_share(med("cpu_share")), fmt_share(med("server_cpu_share")),
-                   fmt_num(med("server_cpu_us_per_op"))]
+            errs = sum(
+                int(r.get("errors", 0)) + int(r.get("connect_sync_failures", 0)) for r in oks
+            )
+            row = [
+                fmt_num(median(v)) + gen_flag(runs),
+                fmt_range(v),
+                fmt_us(med("connect_p50_us")),
+                fmt_us(med("connect_p99_us")),
+                fmt_ms(max(worst) if worst else None),
+                str(errs),
+                fmt_share(med("cpu_share")),
+                fmt_share(med("server_cpu_share")),
+                fmt_num(med("server_cpu_us_per_op")),
+            ]
         elif fam == "idle":
             rss = med("server_rss_kb")
-            row = [f"{med('setup_s'):.1f} s", fmt_num(median(v)) + gen_flag(runs), fmt_range(v),
-                   fmt_us(med("lat_p50_us")), fmt_us(med("lat_p99_us")),
-                   f"{rss / 1024:.0f} MB" if rss else "–", fmt_num(med("server_threads")),
-                   fmt_share(med("cpu_share")), fmt_share(med("server_cpu_share"))]
+            row = [
+                f"{med('setup_s'):.1f} s",
+                fmt_num(median(v)) + gen_flag(runs),
+                fmt_range(v),
+                fmt_us(med("lat_p50_us")),
+                fmt_us(med("lat_p99_us")),
+                f"{rss / 1024:.0f} MB" if rss else "–",
+                fmt_num(med("server_threads")),
+                fmt_share(med("cpu_share")),
+                fmt_share(med("server_cpu_share")),
+            ]
         elif fam == "shutdown":
             lat = sorted(x * 1e3 for r in oks for x in r["latencies_s"])
-            row = [str(len(lat)), fmt_ms(percentile(lat, 0.5)), fmt_ms(percentile(lat, 0.9)),
-                   fmt_ms(percentile(lat, 0.99)), fmt_ms(lat[-1])]
+            row = [
+                str(len(lat)),
+                fmt_ms(percentile(lat, 0.5)),
+                fmt_ms(percentile(lat, 0.9)),
+                fmt_ms(percentile(lat, 0.99)),
+                fmt_ms(lat[-1]),
+            ]
         elif fam == "wakeups":
             r = oks[0]
-            breakdown = ", ".join(f"{k} {n}" for k, n in sorted(r.get("syscall_breakdown", {}).items(),
-                                                                 key=lambda kv: -kv[1])[:4])
-            row = [str(r["threads"]), f"{r['value']:.2f}", str(r["wakeups"]), str(r["involuntary"]),
-                   f"{r['syscalls_per_s']:.2f}" if "syscalls_per_s" in r else r.get("strace_error", "–"),
-                   breakdown or "–"]
+            breakdown = ", ".join(
+                f"{k} {n}"
+                for k, n in sorted(r.get("syscall_breakdown", {}).items(), key=lambda kv: -kv[1])[
+                    :4
+                ]
+            )
+            row = [
+                str(r["threads"]),
+                f"{r['value']:.2f}",
+                str(r["wakeups"]),
+                str(r["involuntary"]),
+                f"{r['syscalls_per_s']:.2f}"
+                if "syscalls_per_s" in r
+                else r.get("strace_error", "–"),
+                breakdown or "–",
+            ]
         else:
             row = [fmt_num(median(v))]
         rows.append([label(results, name), *row])
@@ -374,60 +492,114 @@ def scenario_table(sc: Results, results: Results) -> list[str]:
 
 
 HEADERS: dict[str, list[str]] = {
-    "pingpong": ["server", "round trips/s", "min–max", "latency p50", "latency p99", "generator CPU",
-                 "server CPU", "server CPU µs per round trip"],
-    "http": ["server", "requests/s", "min–max", "latency p50", "latency p99", "wrk CPU", "server CPU",
-             "server CPU µs per request"],
-    "connrate": ["server", "connections/s", "min–max", "connect p50", "connect p99", "worst connect",
-                 "errors", "generator CPU", "server CPU", "server CPU µs per connection"],
-    "idle": ["server", "set-up", "round trips/s of the active sample", "min–max", "latency p50",
-             "latency p99", "server RSS", "server threads", "generator CPU", "server CPU"],
+    "pingpong": [
+        "server",
+        "round trips/s",
+        "min–max",
+        "latency p50",
+        "latency p99",
+        "generator CPU",
+        "server CPU",
+        "server CPU µs per round trip",
+    ],
+    "http": [
+        "server",
+        "requests/s",
+        "min–max",
+        "latency p50",
+        "latency p99",
+        "wrk CPU",
+        "server CPU",
+        "server CPU µs per request",
+    ],
+    "connrate": [
+        "server",
+        "connections/s",
+        "min–max",
+        "connect p50",
+        "connect p99",
+        "worst connect",
+        "errors",
+        "generator CPU",
+        "server CPU",
+        "server CPU µs per connection",
+    ],
+    "idle": [
+        "server",
+        "set-up",
+        "round trips/s of the active sample",
+        "min–max",
+        "latency p50",
+        "latency p99",
+        "server RSS",
+        "server threads",
+        "generator CPU",
+        "server CPU",
+    ],
     "shutdown": ["server", "trials", "p50", "p90", "p99", "max"],
-    "wakeups": ["server", "threads", "wake-ups/s", "wake-ups", "involuntary switches",
-                "syscalls/s (strace)", "syscalls seen"],
+    "wakeups": [
+        "server",
+        "threads",
+        "wake-ups/s",
+        "wake-ups",
+        "involuntary switches",
+        "syscalls/s (strace)",
+        "syscalls seen",
+    ],
 }
 
+
+def para(text: str) -> str:
+    """A paragraph written across source lines, as one line of Markdown."""
+    return " ".join(text.split())
+
+
 EXPLAIN: dict[str, str] = {
-    "pingpong": (
-        "Each connection sends a 64-byte line, waits for the whole echo, and sends the next; the figure is "
-        "completed round trips per second over the measured window (after a warm-up), latency is per round "
-        "trip. CPU shares are of one core over the window: generator from its own getrusage(), server from "
-        "/proc/PID/stat (all threads). On loopback the kernel's TCP work for a segment is done in the "
-        "sender's system call, so each side's CPU includes part of the other's networking."
-    ),
-    "connrate": (
-        "Connect, send one line, read the echo, close, repeat, with this many attempts in flight. Connect "
-        "time is from connect() to writable; a SYN dropped because the listen backlog is full costs a 1 s "
-        "retransmit, which is what a worst connect near 1 s or 3 s shows. Attempts still in flight when "
-        "the window closes are followed (not counted in the rate) so that their connect times are seen."
-    ),
-    "idle": (
-        "The generator opens the connections (a few at a time, each confirmed by one echo), then keeps a "
-        "small sample of them ping-ponging while the rest stay idle; each active slot moves on to another "
-        "connection after every round trip, so every connection is used in turn. This shows what holding "
-        "many connections costs a server per event (a select()-style loop pays for every idle one) and in "
-        "memory. A server that cannot hold the connections (for example a worker pool smaller than the "
-        "connection count, by design) is reported as failed with the generator's reason."
-    ),
-    "shutdown": (
-        "In-process: a fresh server runs serve_forever() in a thread, idles for a random 20–520 ms (a "
-        "random phase of any poll interval), then shutdown() is called; the figure is the time from that "
-        "call to serve_forever() returning in its thread. Percentiles are nearest-rank over all n trials: "
-        "p99 is the trial at rank ⌈0.99·n⌉, so with fewer than 100 trials it is the slowest one."
-    ),
-    "wakeups": (
-        "A server with no client at all. Wake-ups are the voluntary context switches of all its threads "
-        "(from /proc/PID/task/*/status) over the window: a thread blocked in poll()/epoll_wait() or on a "
-        "lock switches once each time it is woken and goes back to sleep, so an idle server that never "
-        "wakes shows 0. This needs no tracer, which would itself interrupt the blocked calls. As a second "
-        "opinion, strace -c then counts the system calls for the same length of time (its attach restarts "
-        "each blocked call once per thread)."
-    ),
-    "http": (
-        "http.server's BaseHTTPRequestHandler answering GET with a fixed small body over HTTP/1.1 "
-        "keep-alive (the same stdlib handler on each server class), driven by wrk with one thread. wrk's "
-        "CPU is read from the harness's getrusage(RUSAGE_CHILDREN) around it."
-    ),
+    "pingpong": para("""
+        Each connection sends a 64-byte line, waits for the whole echo, and sends the next; the
+        figure is completed round trips per second over the measured window (after a warm-up),
+        latency is per round trip. CPU shares are of one core over the window: generator from its
+        own getrusage(), server from /proc/PID/stat (all threads). On loopback the kernel's TCP
+        work for a segment is done in the sender's system call, so each side's CPU includes part
+        of the other's networking.
+    """),
+    "connrate": para("""
+        Connect, send one line, read the echo, close, repeat, with this many attempts in flight.
+        Connect time is from connect() to writable; a SYN dropped because the listen backlog is
+        full costs a 1 s retransmit, which is what a worst connect near 1 s or 3 s shows. Attempts
+        still in flight when the window closes are followed (not counted in the rate) so that
+        their connect times are seen.
+    """),
+    "idle": para("""
+        The generator opens the connections (a few at a time, each confirmed by one echo), then
+        keeps a small sample of them ping-ponging while the rest stay idle; each active slot moves
+        on to another connection after every round trip, so every connection is used in turn.
+        This shows what holding many connections costs a server per event (a select()-style loop
+        pays for every idle one) and in memory. A server that cannot hold the connections (for
+        example a worker pool smaller than the connection count, by design) is reported as failed
+        with the generator's reason.
+    """),
+    "shutdown": para("""
+        In-process: a fresh server runs serve_forever() in a thread, idles for a random 20–520 ms
+        (a random phase of any poll interval), then shutdown() is called; the figure is the time
+        from that call to serve_forever() returning in its thread. Percentiles are nearest-rank
+        over all n trials: p99 is the trial at rank ⌈0.99·n⌉, so with fewer than 100 trials it is
+        the slowest one.
+    """),
+    "wakeups": para("""
+        A server with no client at all. Wake-ups are the voluntary context switches of all its
+        threads (from /proc/PID/task/*/status) over the window: a thread blocked in
+        poll()/epoll_wait() or on a lock switches once each time it is woken and goes back to
+        sleep, so an idle server that never wakes shows 0. This needs no tracer, which would
+        itself interrupt the blocked calls. As a second opinion, strace -c then counts the system
+        calls for the same length of time (its attach restarts each blocked call once per
+        thread).
+    """),
+    "http": para("""
+        http.server's BaseHTTPRequestHandler answering GET with a fixed small body over HTTP/1.1
+        keep-alive (the same stdlib handler on each server class), driven by wrk with one thread.
+        wrk's CPU is read from the harness's getrusage(RUSAGE_CHILDREN) around it.
+    """),
 }
 
 
@@ -435,7 +607,7 @@ EXPLAIN: dict[str, str] = {
 # Plots
 
 
-def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Optional[str]]:
+def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | None]:
     """SVG plots per scenario family; returns ({family: path}, note if none)."""
     try:
         import matplotlib
@@ -464,7 +636,7 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Option
         conns = [scs[k]["params"]["conns"] for k in pp]
         for name in scs[pp[0]]["servers"]:
             xs, ys, lo, hi = [], [], [], []
-            for c, k in zip(conns, pp):
+            for c, k in zip(conns, pp, strict=True):
                 v = values(scs[k]["runs"].get(name, []))
                 if v:
                     m = statistics.median(v)
@@ -473,7 +645,9 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Option
                     lo.append(m - min(v))
                     hi.append(max(v) - m)
             if xs:
-                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label(results, name))
+                ax.errorbar(
+                    xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label(results, name)
+                )
         ax.set_xscale("log", base=2)
         ax.set_xticks(conns)
         ax.set_xticklabels([str(c) for c in conns])
@@ -502,8 +676,14 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Option
                     meds.append(m)
                     lo.append(m - min(v))
                     hi.append(max(v) - m)
-            ax.barh(ys, meds, height=height, xerr=[lo, hi], capsize=3,
-                    label=scs[k]["title"] if len(keys) > 1 else None)
+            ax.barh(
+                ys,
+                meds,
+                height=height,
+                xerr=[lo, hi],
+                capsize=3,
+                label=scs[k]["title"] if len(keys) > 1 else None,
+            )
         ax.set_yticks([i + height * (len(keys) - 1) / 2 for i in range(len(names))])
         ax.set_yticklabels([label(results, n) for n in names], fontsize=8)
         ax.invert_yaxis()
@@ -517,7 +697,11 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Option
         plots[family] = save(fig, family)
 
     bars("connrate", "connections/s (median, min–max)", "Connection rate")
-    bars("idle", "round trips/s of the active sample (median, min–max)", "Many mostly idle connections")
+    bars(
+        "idle",
+        "round trips/s of the active sample (median, min–max)",
+        "Many mostly idle connections",
+    )
     bars("http", "requests/s (median, min–max)", "http.server under wrk")
 
     if "shutdown" in scs:
@@ -528,7 +712,9 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], Option
             for j, (p, tag) in enumerate(((0.5, "p50"), (0.99, "p99"))):
                 xs = []
                 for name in names:
-                    lat = sorted(x * 1e3 for r in ok_runs(sc["runs"][name]) for x in r["latencies_s"])
+                    lat = sorted(
+                        x * 1e3 for r in ok_runs(sc["runs"][name]) for x in r["latencies_s"]
+                    )
                     xs.append(percentile(lat, p))
                 ax.barh([i + j * 0.4 for i in range(len(names))], xs, height=0.4, label=tag)
             ax.set_yticks([i + 0.2 for i in range(len(names))])
@@ -555,10 +741,14 @@ def write_report(results: Results, out: Path) -> None:
         "# Performance",
         "",
         f"Generated by `{meta['command']}` on {meta['started']}"
-        + (" (a **smoke** run: seconds-long, for CI; its figures mean nothing)" if meta["smoke"] else "")
-        + ". Do not edit by hand: every figure below was measured by that command, and running it again "
-        "rewrites this file and the plots in `docs/img/`. How to run it and what each scenario measures: "
-        "[benchmarks/README.md](../benchmarks/README.md).",
+        + (
+            " (a **smoke** run: seconds-long, for CI; its figures mean nothing)"
+            if meta["smoke"]
+            else ""
+        )
+        + ". Do not edit by hand: every figure below was measured by that command, and running "
+        "it again rewrites this file and the plots in `docs/img/`. How to run it and what each "
+        "scenario measures: [benchmarks/README.md](../benchmarks/README.md).",
         "",
     ]
     lines += machine_section(results)
@@ -571,12 +761,18 @@ def write_report(results: Results, out: Path) -> None:
         lines.append("")
     lines += summary_section(results)
     lines += targets_section(results)
-    rel_lines = ratios_section(results, BASELINE, "Ratios to stdlib ThreadingTCPServer") + \
-        ratios_section(results, BARE_LOOP, "Ratios to the bare selectors loop")
+    rel_lines = ratios_section(
+        results, BASELINE, "Ratios to stdlib ThreadingTCPServer"
+    ) + ratios_section(results, BARE_LOOP, "Ratios to the bare selectors loop")
     if rel_lines:
-        lines += ["## Ratios, pair by pair", "",
-                  "Median of the per-repeat ratios (min–max); above 1 means more work per second than "
-                  "the baseline.", "", *rel_lines]
+        lines += [
+            "## Ratios, pair by pair",
+            "",
+            "Median of the per-repeat ratios (min–max); above 1 means more work per second than "
+            "the baseline.",
+            "",
+            *rel_lines,
+        ]
 
     lines += ["## Scenarios", ""]
     shown_plots: set[str] = set()
@@ -592,8 +788,11 @@ def write_report(results: Results, out: Path) -> None:
         lines += scenario_table(sc, results)
         lines.append("")
         if fam in ("pingpong", "connrate", "idle"):
-            lines += ["† the generator used at least "
-                      f"{GENERATOR_BOUND:.0%} of its core: the figure may be the client's limit.", ""]
+            lines += [
+                "† the generator used at least "
+                f"{GENERATOR_BOUND:.0%} of its core: the figure may be the client's limit.",
+                "",
+            ]
         if sc.get("notes"):
             lines += [f"- {n}" for n in sc["notes"]] + [""]
         fails = failures(sc, results)

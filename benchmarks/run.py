@@ -38,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -135,7 +136,9 @@ def build_loadgen() -> str:
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise SystemExit("gcc not found: the load generator is compiled with the machine's gcc")
-    version = subprocess.run([gcc, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    version = subprocess.run(
+        [gcc, "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
     BUILD.mkdir(exist_ok=True)
     if not LOADGEN.exists() or LOADGEN.stat().st_mtime < LOADGEN_SRC.stat().st_mtime:
         cmd = [gcc, "-O2", "-Wall", "-Wextra", "-o", str(LOADGEN), str(LOADGEN_SRC)]
@@ -157,7 +160,11 @@ def server_env() -> dict[str, str]:
 def list_servers() -> dict[str, dict[str, Any]]:
     out = subprocess.run(
         [sys.executable, str(SERVERS_PY), "list"],
-        capture_output=True, text=True, env=server_env(), timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        timeout=60,
+        check=True,
     )
     listing: dict[str, dict[str, Any]] = json.loads(out.stdout)
     return listing
@@ -206,10 +213,14 @@ class ServerProcess:
 
     def __init__(self, name: str, start_timeout: float = 30.0) -> None:
         self.name = name
-        self.stderr = tempfile.TemporaryFile()
+        # Kept open for the server's life (closed in __exit__), so its
+        # traceback can be quoted in the report.
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(SERVERS_PY), "serve", name],
-            stdout=subprocess.PIPE, stderr=self.stderr, env=server_env(),
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=server_env(),
             start_new_session=True,  # no terminal signals from the harness's tty
         )
         self.pid = self.proc.pid
@@ -221,7 +232,9 @@ class ServerProcess:
         line = self.proc.stdout.readline() if ready else b""
         if not line.strip().isdigit():
             self.stop()
-            raise BenchError(f"server {self.name} did not start: {self.stderr_tail() or 'no port printed'}")
+            raise BenchError(
+                f"server {self.name} did not start: {self.stderr_tail() or 'no port printed'}"
+            )
         return int(line)
 
     def stderr_tail(self, limit: int = 400) -> str:
@@ -278,15 +291,19 @@ def run_loadgen(server: ServerProcess, args: list[str], budget: float) -> Result
         raise BenchError(f"load generator still running after {budget:.0f} s") from exc
     lines = out.stdout.strip().splitlines()
     if not lines:
-        raise BenchError(f"load generator printed nothing (exit {out.returncode}): {out.stderr.strip()[-300:]}")
+        raise BenchError(
+            f"load generator printed nothing (exit {out.returncode}): {out.stderr.strip()[-300:]}"
+        )
     data: Result = json.loads(lines[-1])
     if "error" in data:
         tail = server.stderr_tail()
         raise BenchError(data["error"] + (f"; server stderr: {tail}" if tail else ""))
     if data.get("ops", 0) == 0:
         tail = server.stderr_tail()
-        raise BenchError(f"no operation completed ({data.get('errors', 0)} errors)"
-                         + (f"; server stderr: {tail}" if tail else ""))
+        raise BenchError(
+            f"no operation completed ({data.get('errors', 0)} errors)"
+            + (f"; server stderr: {tail}" if tail else "")
+        )
     data["value"] = data["rate"]
     if data.get("server_cpu_s", -1) >= 0:
         data["server_cpu_us_per_op"] = data["server_cpu_s"] / data["ops"] * 1e6
@@ -313,8 +330,17 @@ class Scenario:
     repeats: int = 1
 
 
-def echo_load_scenario(key: str, family: str, title: str, unit: str, servers: list[str],
-                       args: list[str], budget: float, s: Settings, params: dict[str, Any]) -> Scenario:
+def echo_load_scenario(
+    key: str,
+    family: str,
+    title: str,
+    unit: str,
+    servers: list[str],
+    args: list[str],
+    budget: float,
+    s: Settings,
+    params: dict[str, Any],
+) -> Scenario:
     def measure(name: str) -> Result:
         with ServerProcess(name) as server:
             result = run_loadgen(server, args, budget)
@@ -322,8 +348,10 @@ def echo_load_scenario(key: str, family: str, title: str, unit: str, servers: li
                 raise BenchError(f"server exited during the run: {server.stderr_tail()}")
             return result
 
-    commands = [f"python benchmarks/servers.py serve SERVER", loadgen_command(args)]
-    return Scenario(key, family, title, unit, True, servers, measure, commands, params, repeats=s.repeats)
+    commands = ["python benchmarks/servers.py serve SERVER", loadgen_command(args)]
+    return Scenario(
+        key, family, title, unit, True, servers, measure, commands, params, repeats=s.repeats
+    )
 
 
 def shutdown_scenario(servers: list[str], s: Settings) -> Scenario:
@@ -335,8 +363,9 @@ def shutdown_scenario(servers: list[str], s: Settings) -> Scenario:
         # interleaved with the others' like every other repeat.
         cmd = [sys.executable, str(SERVERS_PY), "shutdown", name, "--trials", str(per_chunk)]
         try:
-            out = subprocess.run(cmd, capture_output=True, text=True, env=server_env(),
-                                 timeout=per_chunk * 6 + 30)
+            out = subprocess.run(
+                cmd, capture_output=True, text=True, env=server_env(), timeout=per_chunk * 6 + 30
+            )
         except subprocess.TimeoutExpired as exc:
             raise BenchError("shutdown trials did not finish in time") from exc
         if out.returncode != 0:
@@ -345,9 +374,19 @@ def shutdown_scenario(servers: list[str], s: Settings) -> Scenario:
         return {"value": statistics.median(latencies) * 1e3, "latencies_s": latencies}
 
     return Scenario(
-        "shutdown", "shutdown", "shutdown() latency", "ms", False, servers, measure,
-        [f"python benchmarks/servers.py shutdown SERVER --trials {per_chunk}   # x{chunks}, interleaved"],
-        {"trials": per_chunk * chunks}, repeats=chunks,
+        "shutdown",
+        "shutdown",
+        "shutdown() latency",
+        "ms",
+        False,
+        servers,
+        measure,
+        [
+            f"python benchmarks/servers.py shutdown SERVER --trials {per_chunk}"
+            f"   # x{chunks}, interleaved"
+        ],
+        {"trials": per_chunk * chunks},
+        repeats=chunks,
     )
 
 
@@ -384,14 +423,31 @@ def wakeups_scenario(servers: list[str], s: Settings) -> Scenario:
                 result.update(strace_syscalls(server.pid, s.wakeup_seconds, strace))
             return result
 
-    commands = ["python benchmarks/servers.py serve SERVER   # no client connects",
-                "grep ctxt_switches /proc/SERVER_PID/task/*/status   # before and after "
-                f"{s.wakeup_seconds} s"]
+    commands = [
+        "python benchmarks/servers.py serve SERVER   # no client connects",
+        "grep ctxt_switches /proc/SERVER_PID/task/*/status   # before and after "
+        f"{s.wakeup_seconds} s",
+    ]
     if strace:
         commands.append(f"strace -f -c -p SERVER_PID   # for {s.wakeup_seconds} s, then SIGINT")
-    notes = [] if strace else ["strace not found: only context switches are counted (apt-get install strace)"]
-    return Scenario("wakeups", "wakeups", "idle wake-ups per second", "/s", False, servers, measure,
-                    commands, {"seconds": s.wakeup_seconds}, notes, repeats=1)
+    notes = (
+        []
+        if strace
+        else ["strace not found: only context switches are counted (apt-get install strace)"]
+    )
+    return Scenario(
+        "wakeups",
+        "wakeups",
+        "idle wake-ups per second",
+        "/s",
+        False,
+        servers,
+        measure,
+        commands,
+        {"seconds": s.wakeup_seconds},
+        notes,
+        repeats=1,
+    )
 
 
 def strace_syscalls(pid: int, seconds: float, strace: str) -> Result:
@@ -402,8 +458,11 @@ def strace_syscalls(pid: int, seconds: float, strace: str) -> Result:
     call, which the kernel restarts: expect one extra call per thread.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
-        proc = subprocess.Popen([strace, "-f", "-c", "-o", out.name, "-p", str(pid)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [strace, "-f", "-c", "-o", out.name, "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(seconds)
         proc.send_signal(signal.SIGINT)
         try:
@@ -415,8 +474,11 @@ def strace_syscalls(pid: int, seconds: float, strace: str) -> Result:
         calls = parse_strace_summary(out.read())
         if not calls and b"attach" in err:
             return {"strace_error": err.decode(errors="replace").strip()[-200:]}
-    return {"syscalls": sum(calls.values()), "syscalls_per_s": sum(calls.values()) / seconds,
-            "syscall_breakdown": calls}
+    return {
+        "syscalls": sum(calls.values()),
+        "syscalls_per_s": sum(calls.values()) / seconds,
+        "syscall_breakdown": calls,
+    }
 
 
 def parse_wrk(text: str) -> Result:
@@ -434,7 +496,9 @@ def parse_wrk(text: str) -> Result:
             result[key] = to_us(m.group(1))
     total = re.search(r"(\d+) requests in", text)
     result["ops"] = int(total.group(1)) if total else 0
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
     result["errors"] = sum(int(x) for x in errors.groups()) if errors else 0
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
@@ -450,7 +514,9 @@ def http_scenario(conns: int, servers: list[str], s: Settings, wrk: str) -> Scen
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu0 = proc_cpu_seconds(server.pid)
             try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=s.http_seconds + 30)
+                out = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=s.http_seconds + 30
+                )
             except subprocess.TimeoutExpired as exc:
                 raise BenchError("wrk did not finish in time") from exc
             cpu1 = proc_cpu_seconds(server.pid)
@@ -468,19 +534,35 @@ def http_scenario(conns: int, servers: list[str], s: Settings, wrk: str) -> Scen
             return result
 
     return Scenario(
-        f"http-c{conns}", "http", f"http.server under wrk, {plural(conns, 'connection')}", "requests/s", True,
-        servers, measure,
-        ["python benchmarks/servers.py serve SERVER", shlex.join(["wrk", *args, "http://127.0.0.1:PORT/"])],
-        {"conns": conns, "seconds": s.http_seconds}, repeats=s.repeats,
+        f"http-c{conns}",
+        "http",
+        f"http.server under wrk, {plural(conns, 'connection')}",
+        "requests/s",
+        True,
+        servers,
+        measure,
+        [
+            "python benchmarks/servers.py serve SERVER",
+            shlex.join(["wrk", *args, "http://127.0.0.1:PORT/"]),
+        ],
+        {"conns": conns, "seconds": s.http_seconds},
+        repeats=s.repeats,
     )
 
 
-def build_scenarios(s: Settings, listing: dict[str, dict[str, Any]], families: set[str],
-                    only_servers: Optional[set[str]]) -> tuple[list[Scenario], list[str]]:
+def build_scenarios(
+    s: Settings,
+    listing: dict[str, dict[str, Any]],
+    families: set[str],
+    only_servers: set[str] | None,
+) -> tuple[list[Scenario], list[str]]:
     """The scenarios to run, and notes on what is skipped and why."""
     notes: list[str] = []
-    usable = [n for n, info in listing.items()
-              if not info["unavailable"] and (only_servers is None or n in only_servers)]
+    usable = [
+        n
+        for n, info in listing.items()
+        if not info["unavailable"] and (only_servers is None or n in only_servers)
+    ]
     echo = [n for n in usable if listing[n]["kind"] == "echo"]
     http = [n for n in usable if listing[n]["kind"] == "http"]
     with_shutdown = [n for n in usable if listing[n]["shutdown"]]
@@ -493,31 +575,63 @@ def build_scenarios(s: Settings, listing: dict[str, dict[str, Any]], families: s
         for conns in s.pingpong_conns:
             args = loadgen_args("pingpong", conns, s.pingpong_seconds, s)
             budget = 60 + s.pingpong_seconds + s.warmup_seconds + s.grace_seconds + 30
-            scenarios.append(echo_load_scenario(
-                f"pingpong-c{conns}", "pingpong", f"ping-pong line echo, {plural(conns, 'connection')}",
-                "round trips/s", echo, args, budget, s, {"conns": conns, "seconds": s.pingpong_seconds}))
+            scenarios.append(
+                echo_load_scenario(
+                    f"pingpong-c{conns}",
+                    "pingpong",
+                    f"ping-pong line echo, {plural(conns, 'connection')}",
+                    "round trips/s",
+                    echo,
+                    args,
+                    budget,
+                    s,
+                    {"conns": conns, "seconds": s.pingpong_seconds},
+                )
+            )
     if "connrate" in families:
         c = s.connrate_conns
         args = loadgen_args("connrate", c, s.connrate_seconds, s)
-        scenarios.append(echo_load_scenario(
-            f"connrate-c{c}", "connrate", f"connection rate, {c} concurrent", "connections/s",
-            echo, args, s.connrate_seconds + s.grace_seconds + 30, s,
-            {"conns": c, "seconds": s.connrate_seconds}))
+        scenarios.append(
+            echo_load_scenario(
+                f"connrate-c{c}",
+                "connrate",
+                f"connection rate, {c} concurrent",
+                "connections/s",
+                echo,
+                args,
+                s.connrate_seconds + s.grace_seconds + 30,
+                s,
+                {"conns": c, "seconds": s.connrate_seconds},
+            )
+        )
     if "idle" in families:
         n = s.idle_conns
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and hard < n + 256:
-            notes.append(f"idle scenario skipped: RLIMIT_NOFILE hard limit {hard} < {n} connections")
+            notes.append(
+                f"idle scenario skipped: RLIMIT_NOFILE hard limit {hard} < {n} connections"
+            )
         else:
             args = loadgen_args("pingpong", n, s.idle_seconds, s, active=s.idle_active)
-            scenarios.append(echo_load_scenario(
-                f"idle-{n}", "idle", f"{n:,} mostly idle connections, {s.idle_active} active", "round trips/s",
-                echo, args, 60 + s.idle_seconds + s.warmup_seconds + s.grace_seconds + 30, s,
-                {"conns": n, "active": s.idle_active, "seconds": s.idle_seconds}))
+            scenarios.append(
+                echo_load_scenario(
+                    f"idle-{n}",
+                    "idle",
+                    f"{n:,} mostly idle connections, {s.idle_active} active",
+                    "round trips/s",
+                    echo,
+                    args,
+                    60 + s.idle_seconds + s.warmup_seconds + s.grace_seconds + 30,
+                    s,
+                    {"conns": n, "active": s.idle_active, "seconds": s.idle_seconds},
+                )
+            )
     if "http" in families:
         wrk = shutil.which("wrk")
         if wrk is None:
-            notes.append("http.server scenario skipped: wrk not installed (Debian: apt-get install wrk)")
+            notes.append(
+                "http.server scenario skipped: wrk not installed (Debian: apt-get install wrk)"
+            )
         else:
             for conns in s.http_conns:
                 scenarios.append(http_scenario(conns, http, s, wrk))
@@ -547,9 +661,11 @@ def run_scenario(sc: Scenario, s: Settings, progress: list[int]) -> dict[str, An
                 result = sc.measure(name)
                 result["ok"] = True
                 share = result.get("cpu_share")
-                log(f"{where}: {result['value']:.1f} {sc.unit}"
+                log(
+                    f"{where}: {result['value']:.1f} {sc.unit}"
                     + (f" (generator {share:.0%} of a core)" if share is not None else "")
-                    + f" in {time.monotonic() - t0:.1f} s")
+                    + f" in {time.monotonic() - t0:.1f} s"
+                )
             except BenchError as exc:
                 result = {"ok": False, "error": str(exc)}
                 failed.add(name)
@@ -557,9 +673,16 @@ def run_scenario(sc: Scenario, s: Settings, progress: list[int]) -> dict[str, An
             runs[name].append(result)
             time.sleep(s.settle_seconds)
     return {
-        "key": sc.key, "family": sc.family, "title": sc.title, "unit": sc.unit,
-        "higher_is_better": sc.higher_is_better, "commands": sc.commands, "params": sc.params,
-        "notes": sc.notes, "servers": sc.servers, "runs": runs,
+        "key": sc.key,
+        "family": sc.family,
+        "title": sc.title,
+        "unit": sc.unit,
+        "higher_is_better": sc.higher_is_better,
+        "commands": sc.commands,
+        "params": sc.params,
+        "notes": sc.notes,
+        "servers": sc.servers,
+        "runs": runs,
     }
 
 
@@ -585,23 +708,35 @@ def tool_version(cmd: list[str]) -> str:
 
 def module_version(name: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-c", f"import {name}; print(getattr({name}, '__version__', 'installed'))"],
-        capture_output=True, text=True, env=server_env(), timeout=60,
+        [
+            sys.executable,
+            "-c",
+            f"import {name}; print(getattr({name}, '__version__', 'installed'))",
+        ],
+        capture_output=True,
+        text=True,
+        env=server_env(),
+        timeout=60,
     )
     return out.stdout.strip() if out.returncode == 0 else "not installed"
 
 
 def machine_info(gcc_version: str) -> dict[str, Any]:
-    git = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "minisocketserver"],
-                           capture_output=True, text=True)
+    git = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "minisocketserver"],
+        capture_output=True,
+        text=True,
+    )
     return {
         "cpu": read_first_line("/proc/cpuinfo", "model name"),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
         "kernel": platform.release(),
-        "python": platform.python_version() + f" ({platform.python_implementation()}, {sys.executable})",
+        "python": platform.python_version()
+        + f" ({platform.python_implementation()}, {sys.executable})",
         "gcc": gcc_version,
         "wrk": tool_version(["wrk", "-v"]),
         "strace": tool_version(["strace", "-V"]),
@@ -609,27 +744,40 @@ def machine_info(gcc_version: str) -> dict[str, Any]:
         "matplotlib": module_version("matplotlib"),
         "somaxconn": read_first_line("/proc/sys/net/core/somaxconn"),
         "tcp_tw_reuse": read_first_line("/proc/sys/net/ipv4/tcp_tw_reuse"),
-        "nofile": "%d/%d" % resource.getrlimit(resource.RLIMIT_NOFILE),
+        "nofile": "{}/{}".format(*resource.getrlimit(resource.RLIMIT_NOFILE)),
         "memory": read_first_line("/proc/meminfo", "MemTotal"),
-        "git": (git.stdout.strip() or "no commit") + (" (minisocketserver/ modified)" if dirty.stdout.strip() else ""),
+        "git": (git.stdout.strip() or "no commit")
+        + (" (minisocketserver/ modified)" if dirty.stdout.strip() else ""),
     }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run of every path (for CI)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="seconds-long run of every path (for CI)"
+    )
     parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3, smoke 1)")
     parser.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(FAMILIES)}")
     parser.add_argument("--servers", help="comma-separated subset of servers (see servers.py list)")
-    parser.add_argument("--out", type=Path, help="report path (default docs/performance.md; "
-                        "smoke: benchmarks/build/smoke/performance.md)")
-    parser.add_argument("--report-only", type=Path, metavar="RESULTS_JSON",
-                        help="rewrite the report from a saved results file, measuring nothing")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="report path (default docs/performance.md; "
+        "smoke: benchmarks/build/smoke/performance.md)",
+    )
+    parser.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="rewrite the report from a saved results file, measuring nothing",
+    )
     args = parser.parse_args(argv)
 
     import report  # benchmarks/report.py, beside this file
 
-    out = args.out or (BUILD / "smoke" / "performance.md" if args.smoke else REPO / "docs" / "performance.md")
+    out = args.out or (
+        BUILD / "smoke" / "performance.md" if args.smoke else REPO / "docs" / "performance.md"
+    )
     if args.report_only:
         results = json.loads(args.report_only.read_text())
         report.write_report(results, out)

@@ -36,9 +36,10 @@ import socketserver as stdlib_socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Optional
+from typing import Any
 
 HOST = "127.0.0.1"  # loopback only: nothing here ever listens elsewhere
 
@@ -70,7 +71,7 @@ def raise_nofile_limit() -> None:
 # minisocketserver, looked up defensively
 
 
-def import_mini() -> tuple[Optional[ModuleType], str]:
+def import_mini() -> tuple[ModuleType | None, str]:
     """Import minisocketserver; return (module, "") or (None, reason)."""
     try:
         import minisocketserver
@@ -79,7 +80,7 @@ def import_mini() -> tuple[Optional[ModuleType], str]:
     return minisocketserver, ""
 
 
-def mini_class(name: str) -> tuple[Optional[Any], str]:
+def mini_class(name: str) -> tuple[Any | None, str]:
     """Return (minisocketserver.<name>, "") or (None, why it is unavailable)."""
     module, reason = import_mini()
     if module is None:
@@ -129,14 +130,14 @@ class FixedBodyHandler(http.server.BaseHTTPRequestHandler):
     #: which would measure TCP timers instead of the servers.
     wbufsize = -1
 
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server looks up
+    def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(HTTP_BODY)))
         self.end_headers()
         self.wfile.write(HTTP_BODY)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         # One stderr line per request would be most of what we measure.
         pass
 
@@ -216,7 +217,9 @@ def http_mini(class_name: str) -> Callable[[Announce], None]:
 # asyncio and uvloop
 
 
-def run_asyncio(main: Callable[[], Any], loop_factory: Callable[[], asyncio.AbstractEventLoop]) -> None:
+def run_asyncio(
+    main: Callable[[], Any], loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
     # Not asyncio.run(loop_factory=...): that argument needs Python 3.12.
     loop = loop_factory()
     asyncio.set_event_loop(loop)
@@ -385,7 +388,7 @@ class ServerSpec:
     #: returns "" if the server can run here, else the reason it cannot
     unavailable: Callable[[], str]
     #: the socketserver class whose shutdown() latency we measure, if any
-    shutdown_class: Optional[Callable[[], tuple[Optional[Any], str]]] = None
+    shutdown_class: Callable[[], tuple[Any | None, str]] | None = None
 
 
 def always_available() -> str:
@@ -403,39 +406,80 @@ def mini_unavailable(*class_names: str) -> Callable[[], str]:
     return check
 
 
-def stdlib_class(name: str) -> Callable[[], tuple[Optional[Any], str]]:
+def stdlib_class(name: str) -> Callable[[], tuple[Any | None, str]]:
     return lambda: (getattr(stdlib_socketserver, name), "")
 
 
-def mini_class_getter(name: str) -> Callable[[], tuple[Optional[Any], str]]:
+def mini_class_getter(name: str) -> Callable[[], tuple[Any | None, str]]:
     return lambda: mini_class(name)
 
 
 SERVERS: dict[str, ServerSpec] = {
     spec.name: spec
     for spec in [
-        ServerSpec("stdlib-threading", "stdlib ThreadingTCPServer", "echo",
-                   stdlib_threading, always_available, stdlib_class("ThreadingTCPServer")),
-        ServerSpec("mini-threading", "minisocketserver ThreadingTCPServer", "echo",
-                   mini_stream_server("ThreadingTCPServer"),
-                   mini_unavailable("ThreadingTCPServer"), mini_class_getter("ThreadingTCPServer")),
-        ServerSpec("mini-threadpool", "minisocketserver ThreadPoolTCPServer", "echo",
-                   mini_stream_server("ThreadPoolTCPServer"),
-                   mini_unavailable("ThreadPoolTCPServer"), mini_class_getter("ThreadPoolTCPServer")),
-        ServerSpec("mini-multiplexing", "minisocketserver MultiplexingTCPServer", "echo",
-                   mini_multiplexing,
-                   mini_unavailable("MultiplexingTCPServer", "MultiplexedRequestHandler"),
-                   mini_class_getter("MultiplexingTCPServer")),
+        ServerSpec(
+            "stdlib-threading",
+            "stdlib ThreadingTCPServer",
+            "echo",
+            stdlib_threading,
+            always_available,
+            stdlib_class("ThreadingTCPServer"),
+        ),
+        ServerSpec(
+            "mini-threading",
+            "minisocketserver ThreadingTCPServer",
+            "echo",
+            mini_stream_server("ThreadingTCPServer"),
+            mini_unavailable("ThreadingTCPServer"),
+            mini_class_getter("ThreadingTCPServer"),
+        ),
+        ServerSpec(
+            "mini-threadpool",
+            "minisocketserver ThreadPoolTCPServer",
+            "echo",
+            mini_stream_server("ThreadPoolTCPServer"),
+            mini_unavailable("ThreadPoolTCPServer"),
+            mini_class_getter("ThreadPoolTCPServer"),
+        ),
+        ServerSpec(
+            "mini-multiplexing",
+            "minisocketserver MultiplexingTCPServer",
+            "echo",
+            mini_multiplexing,
+            mini_unavailable("MultiplexingTCPServer", "MultiplexedRequestHandler"),
+            mini_class_getter("MultiplexingTCPServer"),
+        ),
         ServerSpec("asyncio-streams", "asyncio streams", "echo", asyncio_streams, always_available),
-        ServerSpec("asyncio-protocol", "asyncio Protocol", "echo", asyncio_protocol, always_available),
-        ServerSpec("uvloop-protocol", "uvloop Protocol", "echo", uvloop_protocol, uvloop_unavailable),
-        ServerSpec("selectors-loop", "bare selectors loop", "echo", selectors_loop, always_available),
-        ServerSpec("http-stdlib", "http.server on stdlib ThreadingTCPServer", "http",
-                   http_stdlib, always_available),
-        ServerSpec("http-mini-threading", "http.server on minisocketserver ThreadingTCPServer", "http",
-                   http_mini("ThreadingTCPServer"), mini_unavailable("ThreadingTCPServer")),
-        ServerSpec("http-mini-threadpool", "http.server on minisocketserver ThreadPoolTCPServer", "http",
-                   http_mini("ThreadPoolTCPServer"), mini_unavailable("ThreadPoolTCPServer")),
+        ServerSpec(
+            "asyncio-protocol", "asyncio Protocol", "echo", asyncio_protocol, always_available
+        ),
+        ServerSpec(
+            "uvloop-protocol", "uvloop Protocol", "echo", uvloop_protocol, uvloop_unavailable
+        ),
+        ServerSpec(
+            "selectors-loop", "bare selectors loop", "echo", selectors_loop, always_available
+        ),
+        ServerSpec(
+            "http-stdlib",
+            "http.server on stdlib ThreadingTCPServer",
+            "http",
+            http_stdlib,
+            always_available,
+        ),
+        ServerSpec(
+            "http-mini-threading",
+            "http.server on minisocketserver ThreadingTCPServer",
+            "http",
+            http_mini("ThreadingTCPServer"),
+            mini_unavailable("ThreadingTCPServer"),
+        ),
+        ServerSpec(
+            "http-mini-threadpool",
+            "http.server on minisocketserver ThreadPoolTCPServer",
+            "http",
+            http_mini("ThreadPoolTCPServer"),
+            mini_unavailable("ThreadPoolTCPServer"),
+        ),
     ]
 }
 
@@ -497,7 +541,7 @@ def shutdown_latencies(spec: ServerSpec, trials: int, seed: int = 6) -> list[flo
 # --------------------------------------------------------------------------
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="print JSON: every server and whether it can run")
