@@ -614,6 +614,7 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return {}, "matplotlib not installed: no plots (pip install -r benchmarks/requirements.txt)"
     # Stable SVG ids and no timestamp, so a re-run changes only what changed.
@@ -621,6 +622,10 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
     img_dir.mkdir(parents=True, exist_ok=True)
     scs = results["scenarios"]
     plots: dict[str, Path] = {}
+    # One colour per server in every plot, in the order servers.py lists them.
+    palette = matplotlib.colormaps["tab10"].colors
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(results["servers"])}
+    thousands = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e3:g}k" if x else "0")
 
     def save(fig: Any, name: str) -> Path:
         # "bench-": docs/img/ also holds the project's other diagrams.
@@ -646,7 +651,13 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
                     hi.append(max(v) - m)
             if xs:
                 ax.errorbar(
-                    xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=label(results, name)
+                    xs,
+                    ys,
+                    yerr=[lo, hi],
+                    marker="o",
+                    capsize=3,
+                    label=label(results, name),
+                    color=colour[name],
                 )
         ax.set_xscale("log", base=2)
         ax.set_xticks(conns)
@@ -655,11 +666,12 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
         ax.set_ylabel("round trips/s (median, min–max)")
         ax.set_title("Ping-pong line echo")
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(thousands)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
         plots["pingpong"] = save(fig, "pingpong")
 
-    def bars(family: str, xlabel: str, title: str, key: str = "value", log: bool = False) -> None:
+    def bars(family: str, xlabel: str, title: str, key: str = "value") -> None:
         keys = [k for k in scs if scs[k]["family"] == family]
         if not keys:
             return
@@ -667,11 +679,12 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
         fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(names) * len(keys)))
         height = 0.8 / len(keys)
         for j, k in enumerate(keys):
-            ys, meds, lo, hi = [], [], [], []
+            ys, meds, lo, hi, colours = [], [], [], [], []
             for i, name in enumerate(names):
                 v = values(scs[k]["runs"].get(name, []), key)
                 if v:
                     m = statistics.median(v)
+                    colours.append(colour[name])
                     ys.append(i + j * height)
                     meds.append(m)
                     lo.append(m - min(v))
@@ -682,6 +695,9 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
                 height=height,
                 xerr=[lo, hi],
                 capsize=3,
+                # One scenario: colour by server, as in the other plots;
+                # several (e.g. two connection counts): colour by scenario.
+                color=colours if len(keys) == 1 else None,
                 label=scs[k]["title"] if len(keys) > 1 else None,
             )
         ax.set_yticks([i + height * (len(keys) - 1) / 2 for i in range(len(names))])
@@ -689,8 +705,7 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
         ax.set_title(title)
-        if log:
-            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(thousands)
         ax.grid(alpha=0.3, axis="x")
         if len(keys) > 1:
             ax.legend(fontsize=7)

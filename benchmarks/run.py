@@ -762,8 +762,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        help="report path (default docs/performance.md; "
-        "smoke: benchmarks/build/smoke/performance.md)",
+        help="report path (default: docs/performance.md for a full run; "
+        "benchmarks/build/smoke/ or build/partial/ for --smoke or a subset)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 if any run failed (never because of a speed)",
     )
     parser.add_argument(
         "--report-only",
@@ -775,9 +780,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import report  # benchmarks/report.py, beside this file
 
-    out = args.out or (
-        BUILD / "smoke" / "performance.md" if args.smoke else REPO / "docs" / "performance.md"
-    )
+    # docs/performance.md holds one full run: a smoke or partial run writes
+    # beside the build instead, unless --out says otherwise.
+    partial = args.smoke or args.repeats or args.scenarios or args.servers
+    if args.out:
+        out = args.out
+    elif args.report_only or not partial:
+        out = REPO / "docs" / "performance.md"
+    else:
+        out = BUILD / ("smoke" if args.smoke else "partial") / "performance.md"
     if args.report_only:
         results = json.loads(args.report_only.read_text())
         report.write_report(results, out)
@@ -830,7 +841,17 @@ def main(argv: list[str] | None = None) -> int:
     raw.write_text(json.dumps(results, indent=1))
     report.write_report(results, out)
     log(f"wrote {out} and {raw} in {results['meta']['duration_s']} s")
-    return 0
+    failed = [
+        f"{key} {name}"
+        for key, sc in results["scenarios"].items()
+        for name, runs in sc["runs"].items()
+        if any(not r.get("ok") for r in runs)
+    ]
+    if failed:
+        log("runs that failed (reasons in the report): " + ", ".join(failed))
+    # Speed is never asserted; --strict only turns a failed run into a failed
+    # exit status, for a CI that wants to notice a server that broke.
+    return 1 if failed and args.strict else 0
 
 
 if __name__ == "__main__":
