@@ -38,10 +38,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 HOST = "127.0.0.1"  # loopback only: nothing here ever listens elsewhere
+
+# Import minisocketserver from this working tree (the repository root), also
+# when this file is run by hand rather than by run.py.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 #: Body returned by the http.server handlers.  Small, so the figure measures
 #: request handling and the server's connection model, not copying.
