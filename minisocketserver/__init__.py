@@ -1,0 +1,85 @@
+"""minisocketserver: Python's ``socketserver``, rebuilt to be read.
+
+A clean-room reimplementation of the standard library's ``socketserver``:
+``import minisocketserver as socketserver`` and code written for stdlib runs
+unchanged, on Python 3.10 to 3.13.  Every file is annotated so the source
+can be studied as a walkthrough of how a socket server works.
+
+The design, as two independent axes
+-----------------------------------
+A server class is an *address family x socket type* (the socket servers)
+combined with a *concurrency model* (a mixin listed first among the bases)::
+
+                      sync (none)   ThreadingMixIn        ForkingMixIn
+    TCPServer         TCPServer     ThreadingTCPServer    ForkingTCPServer
+    UDPServer         UDPServer     ThreadingUDPServer    ForkingUDPServer
+    UnixStreamServer  ...           ThreadingUnix...      ForkingUnix...
+    UnixDatagramServer
+
+What happens to a request is a fixed pipeline of small hooks, each
+overridable alone (the template-method design stdlib made famous)::
+
+    serve_forever -> select -> get_request -> verify_request
+        -> process_request -> finish_request -> RequestHandlerClass
+               setup -> handle -> finish
+        -> shutdown_request -> close_request
+
+The files, in reading order
+---------------------------
+reactor.py          the selector and the wake-up channel every loop waits on
+server.py           BaseServer: serve_forever, handle_request, the pipeline
+sockets.py          TCPServer, UDPServer, UnixStreamServer, UnixDatagramServer
+threading_mixin.py  ThreadingMixIn: a thread per request
+forking_mixin.py    ForkingMixIn: a child process per request
+handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
+
+Where we differ from stdlib (each place says why, with the evidence):
+``shutdown()`` returns at once instead of after up to ``poll_interval``; an
+idle loop does not wake up periodically unless ``service_actions`` is
+overridden; ``shutdown()`` from the serving thread raises instead of
+hanging; finished worker threads are forgotten at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .server import BaseServer
+from .sockets import TCPServer, UDPServer
+from .threading_mixin import ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer
+
+# The stdlib 3.13 names first, in stdlib's order, so that ``from
+# minisocketserver import *`` gives what ``from socketserver import *`` does.
+__all__ = [
+    "BaseServer",
+    "TCPServer",
+    "UDPServer",
+    "ThreadingUDPServer",
+    "ThreadingTCPServer",
+    "BaseRequestHandler",
+    "StreamRequestHandler",
+    "DatagramRequestHandler",
+    "ThreadingMixIn",
+]
+
+if hasattr(os, "fork"):
+    from .forking_mixin import ForkingMixIn, ForkingTCPServer, ForkingUDPServer
+
+    __all__ += ["ForkingUDPServer", "ForkingTCPServer", "ForkingMixIn"]
+
+if hasattr(socket, "AF_UNIX"):
+    from .sockets import UnixDatagramServer, UnixStreamServer
+    from .threading_mixin import ThreadingUnixDatagramServer, ThreadingUnixStreamServer
+
+    __all__ += [
+        "UnixStreamServer",
+        "UnixDatagramServer",
+        "ThreadingUnixStreamServer",
+        "ThreadingUnixDatagramServer",
+    ]
+    if hasattr(os, "fork"):
+        from .forking_mixin import ForkingUnixDatagramServer, ForkingUnixStreamServer
+
+        __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]

@@ -1,0 +1,322 @@
+"""BaseServer: the serve loop and the hooks every request passes through.
+
+Design map, part 2 of 6.  One request, in call order (each name is a hook a
+subclass may override alone; the indentation is the call stack)::
+
+    serve_forever(poll_interval)             the caller's thread, until shutdown()
+      Reactor.select(timeout)                 reactor.py: listener or wake-up ready
+      _handle_request_noblock()               one readiness -> at most one request
+        get_request()                         sockets.py: accept() or recvfrom()
+        verify_request(request, addr)         policy: False refuses the request
+        process_request(request, addr)        the concurrency models override this
+          finish_request(request, addr)       builds RequestHandlerClass(...)
+          shutdown_request(request)           sockets.py: SHUT_WR, then close_request
+        handle_error(request, addr)           only when a stage above raised
+      service_actions()                       once per iteration (e.g. reap children)
+
+``handle_request()`` is the same pipeline for exactly one request, with
+``timeout`` and ``handle_timeout()``.
+
+Where we differ from stdlib ``socketserver``, and why:
+
+* ``shutdown()`` wakes the loop through the reactor's wake-up channel and
+  returns within milliseconds whatever ``poll_interval`` is; stdlib polls a
+  flag and waits up to ``poll_interval`` (python/cpython gh-88932).
+* The loop waits with no timeout at all unless ``service_actions`` is
+  overridden: nothing would run on a timeout, so an idle server sleeps
+  instead of waking twice a second.
+* ``shutdown()`` called on the thread that runs ``serve_forever()`` raises
+  ``RuntimeError``; stdlib deadlocks there forever.
+* An exception from ``verify_request`` is reported through ``handle_error``
+  and the request is closed; stdlib lets it escape ``serve_forever`` and
+  leaks the accepted socket.
+"""
+
+from __future__ import annotations
+
+import inspect
+import selectors
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .reactor import Reactor
+
+_Server = TypeVar("_Server", bound="BaseServer")
+
+#: What a server is constructed with and hands to each handler:
+#: ``RequestHandlerClass(request, client_address, server)``.
+HandlerFactory = Callable[[Any, Any, Any], object]
+
+# Stdlib picks poll() where the platform has it: unlike select() it has no
+# FD_SETSIZE (1024) ceiling on descriptor numbers, and for the one or two
+# descriptors a server loop watches the two cost the same.
+if hasattr(selectors, "PollSelector"):
+    _DEFAULT_SELECTOR: type[selectors.BaseSelector] = selectors.PollSelector
+else:  # pragma: no cover - Windows
+    _DEFAULT_SELECTOR = selectors.SelectSelector
+
+
+def overrides(obj: object, name: str, base: type) -> bool:
+    """Whether ``type(obj)`` replaces ``base.<name>`` with its own method.
+
+    Wrappers that set ``__wrapped__`` (``functools.wraps``, the tracer) are
+    looked through, so tracing a hook does not count as overriding it.
+    """
+    mine = inspect.unwrap(getattr(type(obj), name))
+    return mine is not inspect.unwrap(getattr(base, name))
+
+
+class BaseServer:
+    """The address-family-neutral server: a loop and a pipeline of hooks.
+
+    Methods for callers:
+        serve_forever(poll_interval=0.5), shutdown(), handle_request(),
+        server_close(), fileno(); usable as a context manager (closes on exit).
+
+    Methods to override (each docstring says who calls it, and when):
+        server_bind, server_activate, get_request, verify_request,
+        process_request, finish_request, shutdown_request, close_request,
+        handle_error, handle_timeout, service_actions.
+
+    Class variables:
+        timeout          seconds ``handle_request()`` waits; ``None`` = forever.
+        selector_class   the ``selectors`` class the loop waits with.
+
+    Instance variables:
+        server_address, RequestHandlerClass, and (socket servers) socket.
+    """
+
+    #: Seconds ``handle_request()`` waits for a request before it calls
+    #: ``handle_timeout()``; ``None`` waits forever.  ``serve_forever()``
+    #: ignores it.
+    timeout: float | None = None
+
+    #: The ``selectors.BaseSelector`` subclass every loop of this server
+    #: waits with: ``SelectSelector``, ``PollSelector``, ``EpollSelector``,
+    #: ``DefaultSelector``...  Defaults to poll where available, as stdlib.
+    selector_class: type[selectors.BaseSelector] = _DEFAULT_SELECTOR
+
+    def __init__(self, server_address: Any, RequestHandlerClass: HandlerFactory) -> None:
+        """Store the address and handler class; subclasses open the socket."""
+        self.server_address = server_address
+        self.RequestHandlerClass = RequestHandlerClass
+        # The loop's own state.  Names are chosen so that they collide with
+        # nothing that http.server, xmlrpc.server, wsgiref or logging.config
+        # set on their servers.
+        self._shutdown_requested = False
+        self._serving_done = threading.Event()
+        self._serving_thread: int | None = None
+        self._reactor: Reactor | None = None
+
+    # -- the loop ---------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Handle requests until ``shutdown()`` is called (blocks the caller).
+
+        ``poll_interval`` is how often ``service_actions()`` runs while no
+        request arrives; it does not delay ``shutdown()``.
+        """
+        self._serving_done.clear()
+        self._serving_thread = threading.get_ident()
+        try:
+            with Reactor(self.selector_class) as reactor:
+                self._attach(reactor)
+                self._reactor = reactor
+                timeout = poll_interval if self._has_periodic_work() else None
+                # A shutdown() that came before this point is honoured here,
+                # before the first wait, as in stdlib.
+                while not self._shutdown_requested:
+                    ready = reactor.select(timeout)
+                    if self._shutdown_requested:
+                        break
+                    for callback, mask in ready:
+                        callback(mask)
+                    self.service_actions()
+        finally:
+            self._reactor = None
+            self._shutdown_requested = False
+            self._serving_thread = None
+            self._serving_done.set()
+
+    def _has_periodic_work(self) -> bool:
+        """Whether the loop must wake every ``poll_interval`` when idle."""
+        return overrides(self, "service_actions", BaseServer)
+
+    def _attach(self, reactor: Reactor) -> None:
+        """Register this server's listening socket with ``reactor``.
+
+        Called by ``serve_forever()`` (and ``ServerGroup``) before the first
+        wait.  Concurrency models that watch more descriptors extend it.
+        """
+        reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
+
+    def _on_listener_ready(self, mask: int) -> None:
+        """Reactor callback: the listening socket is readable."""
+        self._handle_request_noblock()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever()`` and wait until it has returned.
+
+        Call it from another thread: the loop cannot wait for itself, so a
+        call from the serving thread raises ``RuntimeError`` (stdlib hangs).
+        Like stdlib, a call made before ``serve_forever()`` starts is
+        remembered, and this call waits for that loop to start and stop.
+        """
+        if self._serving_thread == threading.get_ident():
+            raise RuntimeError(
+                "shutdown() was called from the thread running serve_forever(); "
+                "it would wait for itself forever. Call it from another thread, "
+                "or leave the loop by other means (e.g. a flag checked in "
+                "service_actions())."
+            )
+        self._shutdown_requested = True
+        reactor = self._reactor
+        if reactor is not None:
+            reactor.wake()
+        self._serving_done.wait()
+
+    def service_actions(self) -> None:
+        """Called by ``serve_forever()`` once per loop iteration.
+
+        Overriding it makes the idle loop wake every ``poll_interval``
+        seconds to call it; ``ForkingMixIn`` reaps its children here.
+        """
+
+    # -- one request ------------------------------------------------------
+
+    def handle_request(self) -> None:
+        """Wait for and handle exactly one request (the caller's thread).
+
+        Waits at most ``timeout`` seconds (the smaller of the server's
+        ``timeout`` and its socket's timeout), then calls
+        ``handle_timeout()`` instead.
+        """
+        budget = self._request_wait_budget()
+        deadline = None if budget is None else time.monotonic() + budget
+        with self.selector_class() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            while not selector.select(budget):
+                if deadline is None:
+                    # Only a signal can end an unbounded wait early; go on.
+                    continue
+                budget = deadline - time.monotonic()
+                if budget < 0:
+                    self.handle_timeout()
+                    return
+        self._handle_request_noblock()
+
+    def _request_wait_budget(self) -> float | None:
+        """Seconds ``handle_request()`` may wait: ``timeout``, capped by the socket's."""
+        sock = getattr(self, "socket", None)
+        socket_timeout = None if sock is None else sock.gettimeout()
+        limits = [t for t in (socket_timeout, self.timeout) if t is not None]
+        return min(limits) if limits else None
+
+    def handle_timeout(self) -> None:
+        """Called by ``handle_request()`` when ``timeout`` passed with no request."""
+
+    def _handle_request_noblock(self) -> None:
+        """Take one ready request through the pipeline; never blocks to wait.
+
+        Called by the loop when the listening socket is readable.  Error
+        handling: a failed ``get_request()`` skips that request (the client
+        vanished or a descriptor limit was hit); an ``Exception`` in any
+        later stage goes to ``handle_error()`` and the request is shut down;
+        anything else (``KeyboardInterrupt``, ``SystemExit``) shuts the
+        request down and propagates out of the loop.
+        """
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        try:
+            if self.verify_request(request, client_address):
+                self.process_request(request, client_address)
+                return
+        except Exception:
+            self.handle_error(request, client_address)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
+        # Refused, or failed before a concurrency model took ownership.
+        self.shutdown_request(request)
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Called by the loop to take one request: ``(request, client_address)``."""
+        raise NotImplementedError
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Called before processing; return ``False`` to refuse the request."""
+        return True
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Called for each verified request; the synchronous model runs it here.
+
+        The concurrency mixins override this to hand the request to a thread
+        or a child process.  Resource handling: whoever processes the
+        request must see ``shutdown_request(request)`` called when done.
+        """
+        self.finish_request(request, client_address)
+        self.shutdown_request(request)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Called by ``process_request`` (on its thread/process): run the handler."""
+        self.RequestHandlerClass(request, client_address, self)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Called when a request is done with: end it, then ``close_request``."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Called by ``shutdown_request`` to release the request's resources."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Called, inside the ``except`` block, when handling a request raised.
+
+        Prints the traceback to ``sys.stderr`` between two rules, in the same
+        format as stdlib so that logs and log scrapers keep working; the
+        server carries on with the next request.
+        """
+        rule = "-" * 40
+        print(rule, file=sys.stderr)
+        print("Exception occurred during processing of request from", client_address,
+              file=sys.stderr)
+        traceback.print_exc()
+        print(rule, file=sys.stderr)
+
+    # -- descriptors and lifetime ------------------------------------------
+
+    def server_activate(self) -> None:
+        """Called by the constructor after ``server_bind()``: start accepting."""
+
+    def server_close(self) -> None:
+        """Release the server's resources; called on leaving the ``with`` block."""
+
+    def fileno(self) -> int:
+        """The descriptor the loop waits on; socket servers return their socket's."""
+        raise NotImplementedError
+
+    def __enter__(self: _Server) -> _Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.server_close()
+
+
+# The concurrency mixins call the server's hooks on ``self`` and ``super()``;
+# for the type checker they derive from BaseServer, at run time from object,
+# so that the MRO of e.g. ThreadingMixIn + TCPServer is the one stdlib has.
+if TYPE_CHECKING:
+    MixInBase = BaseServer
+else:
+    MixInBase = object

@@ -1,0 +1,176 @@
+"""The socket servers: one class per (address family x socket type).
+
+Design map, part 3 of 6.  These classes fill in the hooks ``BaseServer``
+leaves open -- how to open, bind and listen, how to take a request, how to
+end one -- and nothing else; the loop and the pipeline stay in server.py::
+
+    BaseServer
+     └─ TCPServer                  AF_INET x SOCK_STREAM   request: a connected socket
+         ├─ UnixStreamServer       AF_UNIX x SOCK_STREAM
+         └─ UDPServer              AF_INET x SOCK_DGRAM    request: (data, server socket)
+             └─ UnixDatagramServer AF_UNIX x SOCK_DGRAM
+
+``UDPServer`` derives from ``TCPServer`` to reuse its socket set-up, as in
+stdlib: the classes vary along the family axis and the type axis, and a
+single inheritance chain cannot express both without one such shortcut.
+IPv6 needs no class of its own: set ``address_family = socket.AF_INET6``.
+
+Resource handling: a server owns its listening socket from the constructor
+on (a failed bind or listen closes it before the exception leaves the
+constructor) until ``server_close()``.  A stream request is a socket the
+server owns until ``shutdown_request()``; a datagram request borrows the
+server's own socket and owns nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Any
+
+from .server import BaseServer, HandlerFactory
+
+
+class TCPServer(BaseServer):
+    """A stream server: ``get_request()`` accepts one connection.
+
+    Class variables (set them on a subclass, before construction):
+        address_family, socket_type, request_queue_size,
+        allow_reuse_address, allow_reuse_port.
+
+    Instance variables:
+        socket: the listening socket; server_address: where it is bound,
+        updated from the kernel by ``server_bind()`` (port 0 -> real port).
+    """
+
+    #: Address family of the listening socket; ``AF_INET6`` for IPv6.
+    address_family: int = socket.AF_INET
+    #: ``SOCK_STREAM`` here; ``SOCK_DGRAM`` in ``UDPServer``.
+    socket_type: int = socket.SOCK_STREAM
+    #: The ``listen()`` backlog: connections the kernel completes and queues
+    #: while the loop is busy.  Stdlib's value, kept for compatibility.
+    request_queue_size: int = 5
+    #: Set SO_REUSEADDR before binding, so a restarted server can bind a
+    #: port whose old connections are still in TIME_WAIT.
+    allow_reuse_address: bool = False
+    #: Set SO_REUSEPORT before binding (several sockets may share the port).
+    allow_reuse_port: bool = False
+
+    def __init__(
+        self,
+        server_address: Any,
+        RequestHandlerClass: HandlerFactory,
+        bind_and_activate: bool = True,
+    ) -> None:
+        """Open the socket and, unless ``bind_and_activate`` is false, bind and listen.
+
+        With ``bind_and_activate=False`` the caller may set socket options
+        first and then call ``server_bind()`` and ``server_activate()``.
+        """
+        super().__init__(server_address, RequestHandlerClass)
+        self.socket = socket.socket(self.address_family, self.socket_type)
+        if bind_and_activate:
+            try:
+                self.server_bind()
+                self.server_activate()
+            except BaseException:
+                # The caller never receives the object, so nobody else
+                # could ever close this descriptor.
+                self.server_close()
+                raise
+
+    def server_bind(self) -> None:
+        """Called by the constructor: set the reuse options, bind, learn the address."""
+        if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Linux rejects SO_REUSEPORT on AF_UNIX sockets with EOPNOTSUPP, so it
+        # is applied to the IP families only.
+        reuse_port_applies = self.address_family in (socket.AF_INET, socket.AF_INET6)
+        if self.allow_reuse_port and reuse_port_applies and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.socket.bind(self.server_address)
+        # Port 0 asks the kernel for a free port: report the one it chose.
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """Called by the constructor after ``server_bind()``: ``listen()``."""
+        self.socket.listen(self.request_queue_size)
+
+    def server_close(self) -> None:
+        """Close the listening socket (connections being handled stay open)."""
+        self.socket.close()
+
+    def fileno(self) -> int:
+        """The listening socket's descriptor, for the loop's selector."""
+        return self.socket.fileno()
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Called by the loop when the listener is readable: ``accept()``."""
+        return self.socket.accept()
+
+    def shutdown_request(self, request: Any) -> None:
+        """End a connection gracefully: send FIN, then close.
+
+        Shutting down the write side first makes the kernel flush what the
+        handler wrote and then send FIN; a bare ``close()`` with unread input
+        still queued would send RST instead and could destroy the reply.
+        """
+        # OSError: the peer reset or already closed the connection
+        # (ENOTCONN); nothing is left to flush, and close_request() must run.
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_WR)
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Called by ``shutdown_request()``: close the connection's socket."""
+        request.close()
+
+
+class UDPServer(TCPServer):
+    """A datagram server: each request is one datagram, ``(data, socket)``.
+
+    ``max_packet_size`` bounds what one ``recvfrom()`` reads; the kernel
+    discards the rest of a longer datagram, as in stdlib.
+    """
+
+    allow_reuse_address: bool = False
+    allow_reuse_port: bool = False
+    socket_type: int = socket.SOCK_DGRAM
+    #: Bytes read per datagram; the rest of a longer datagram is lost.
+    max_packet_size: int = 8192
+
+    def get_request(self) -> tuple[Any, Any]:
+        """Called by the loop when a datagram is waiting: ``recvfrom()``.
+
+        The request pairs the datagram with the server's socket, so that a
+        handler can answer through the very socket it arrived on.
+        """
+        data, client_address = self.socket.recvfrom(self.max_packet_size)
+        return (data, self.socket), client_address
+
+    def server_activate(self) -> None:
+        """Datagram sockets have no backlog: nothing to do after binding."""
+
+    def shutdown_request(self, request: Any) -> None:
+        """No connection to end: the socket in the request is the server's own."""
+        self.close_request(request)
+
+    def close_request(self, request: Any) -> None:
+        """Nothing to release for a datagram."""
+
+
+if hasattr(socket, "AF_UNIX"):
+
+    class UnixStreamServer(TCPServer):
+        """``TCPServer`` on a filesystem path (``AF_UNIX``).
+
+        The path is not removed by ``server_close()`` (as in stdlib): unlink
+        it before binding again.
+        """
+
+        address_family: int = socket.AF_UNIX
+
+    class UnixDatagramServer(UDPServer):
+        """``UDPServer`` on a filesystem path (``AF_UNIX``)."""
+
+        address_family: int = socket.AF_UNIX
