@@ -1,4 +1,4 @@
-"""The loop underneath every server: one selector, one wake-up channel, callbacks.
+"""The loop underneath every server: one selector, one wake-up channel, timers.
 
 Design map, part 1 of 6 (read in this order: reactor, server, sockets,
 threading_mixin / forking_mixin, handlers, tracer)::
@@ -6,31 +6,41 @@ threading_mixin / forking_mixin, handlers, tracer)::
     Reactor.select(timeout)            one blocking call per loop iteration
       ├─ listening socket readable  -> BaseServer._on_listener_ready   (server.py)
       ├─ a connection readable      -> the multiplexing model's callback
+      ├─ a timer due                -> e.g. resume accepting after a back-off
+      ├─ call_soon_threadsafe(fn)   -> fn, posted by another thread
       └─ wake-up channel readable   -> drained here; someone called wake()
 
 A :class:`Reactor` knows nothing about servers.  It maps file objects to
-callbacks, waits for any of them to become ready, and hands back what is
-ready.  ``BaseServer.serve_forever`` runs one reactor for one server; a
-``ServerGroup`` runs one reactor for many.
+callbacks, keeps timers, waits for the first of them to be ready, and hands
+back what is ready.  ``BaseServer.serve_forever`` runs one reactor for one
+server; a ``ServerGroup`` runs one reactor for many.
 
 Invariants:
 
 1. Every file object registered with the selector has a callback taking the
    ready event mask; the wake-up channel is registered for the reactor's
    whole life and is never handed to a caller.
-2. ``wake()`` may be called from any thread at any time, before, during or
-   after ``close()``; it never blocks and never raises.
-3. ``select()`` returns the callbacks to run but does not run them, so the
-   caller can check its own stop flag between the wait and the dispatch (a
+2. ``wake()`` and ``call_soon_threadsafe()`` may be called from any thread at
+   any time, before, during or after ``close()``; they never block on the
+   loop and never raise.  Everything else runs on the loop's thread only:
+   selectors are not thread-safe.
+3. ``select()`` returns the work to run but does not run it, so the caller
+   can check its own stop flag between the wait and the dispatch (a
    shutdown that arrived during the wait must not start a new request).
+4. ``select()`` never waits past the earliest timer.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
+import heapq
+import itertools
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
@@ -39,11 +49,29 @@ from typing import Protocol
 #: (``selectors.EVENT_READ`` and/or ``selectors.EVENT_WRITE``).
 Callback = Callable[[int], None]
 
+#: What ``select()`` hands back: work to run, with its arguments bound.
+Ready = Callable[[], None]
+
 
 class FileLike(Protocol):
     """Anything a selector can watch: it has a descriptor."""
 
     def fileno(self) -> int: ...
+
+
+class Timer:
+    """A callback due at a ``time.monotonic()`` instant; ``cancel()`` it freely."""
+
+    __slots__ = ("callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """The callback will not run (cancelling twice, or after it ran, is harmless)."""
+        self.cancelled = True
 
 
 class Reactor:
@@ -74,6 +102,15 @@ class Reactor:
         # socket.
         self._wake_lock = threading.Lock()
         self._closed = False
+        # Timers sit in a heap ordered by deadline; the counter breaks ties
+        # so that heapq never compares two Timer objects.  Cancelled timers
+        # stay in the heap until they reach the top (lazy deletion: O(log n)
+        # cancel would need an index for no gain at a server's timer counts).
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._timer_seq = itertools.count()
+        # deque.append and popleft are atomic, so other threads post here
+        # without taking a lock the loop would contend for.
+        self._posted: collections.deque[Callable[[], None]] = collections.deque()
         self._selector.register(self._wake_reader, selectors.EVENT_READ, self._drain_wakeups)
 
     # -- registration -----------------------------------------------------
@@ -101,22 +138,56 @@ class Reactor:
             return False
         return True
 
+    # -- timers and posted work -------------------------------------------
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback()`` on the loop's thread ``delay`` seconds from now."""
+        timer = Timer(time.monotonic() + delay, callback)
+        heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
+        return timer
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` on the loop's thread at its next iteration (any thread)."""
+        self._posted.append(callback)
+        self.wake()
+
     # -- waiting ----------------------------------------------------------
 
-    def select(self, timeout: float | None) -> list[tuple[Callback, int]]:
+    def select(self, timeout: float | None) -> list[Ready]:
         """Wait up to ``timeout`` seconds (``None``: forever) for readiness.
 
-        Returns ``(callback, mask)`` pairs for the caller to run.  The
-        wake-up channel is drained here and never returned.
+        Returns the work to run, in this order: descriptor callbacks, due
+        timers, posted callbacks.  The wake-up channel is drained here and
+        never returned.
         """
-        ready = []
+        timeout = self._cap_by_next_timer(timeout)
+        ready: list[Ready] = []
         for key, mask in self._selector.select(timeout):
             callback: Callback = key.data
             if callback == self._drain_wakeups:
                 self._drain_wakeups(mask)
             else:
-                ready.append((callback, mask))
+                ready.append(functools.partial(callback, mask))
+        self._collect_due_timers(ready)
+        while self._posted:
+            ready.append(self._posted.popleft())
         return ready
+
+    def _cap_by_next_timer(self, timeout: float | None) -> float | None:
+        while self._timers and self._timers[0][2].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return timeout
+        until_next = max(0.0, self._timers[0][0] - time.monotonic())
+        return until_next if timeout is None else min(timeout, until_next)
+
+    def _collect_due_timers(self, ready: list[Ready]) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.cancelled = True  # a timer runs once
+                ready.append(timer.callback)
 
     def wake(self) -> None:
         """Make the current or next ``select()`` return at once (any thread)."""

@@ -134,8 +134,8 @@ class BaseServer:
                     ready = reactor.select(timeout)
                     if self._shutdown_requested:
                         break
-                    for callback, mask in ready:
-                        callback(mask)
+                    for run in ready:
+                        run()
                     self.service_actions()
         finally:
             self._reactor = None
