@@ -1020,6 +1020,25 @@ def render_svg(data: Json, fmt: str = "svg") -> bytes:
                 alpha=0.12,
                 linewidth=0,
             )
+            errors = [
+                r
+                for r in data["results"]
+                if r["backend"] == b.name and r["scenario"] == scenario and r["status"] == "error"
+            ]
+            if errors:
+                # Where the backend stopped: an x at the first N that raised, drawn at
+                # the last measured height, so the curve visibly ends in an error.
+                first = min(errors, key=lambda r: r["n"])
+                ax.plot([first["n"]], [ys[-1]], "x", ms=7, mew=1.5, color=colors[b.family])
+                if b.api == "raw":
+                    ax.annotate(
+                        f"{first['error']['type']} at N = {first['n']}",
+                        (first["n"], ys[-1]),
+                        xytext=(8, -4),
+                        textcoords="offset points",
+                        fontsize=7,
+                        color=colors[b.family],
+                    )
         ax.axvline(FD_SETSIZE, color="grey", lw=0.8, ls=":")
         ax.text(
             FD_SETSIZE * 1.05,
