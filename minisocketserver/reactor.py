@@ -39,6 +39,7 @@ import heapq
 import itertools
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,11 @@ Callback = Callable[[int], None]
 
 #: What ``select()`` hands back: work to run, with its arguments bound.
 Ready = Callable[[], None]
+
+#: The size of select()'s descriptor sets with glibc (and most Unixes): the
+#: highest descriptor number it can watch, plus one.  Python does not
+#: expose it; CPython's select() checks against the same constant.
+FD_SETSIZE = 1024
 
 
 class FileLike(Protocol):
@@ -91,6 +97,14 @@ class Reactor:
 
     def __init__(self, selector_class: type[selectors.BaseSelector]) -> None:
         self._selector = selector_class()
+        # select() takes fd_set bitmaps of FD_SETSIZE bits: CPython's
+        # select() raises ValueError for a descriptor numbered 1024 or more,
+        # on that wait and every later one, which would take down the whole
+        # loop.  watch() refuses such a descriptor up front instead.  (poll
+        # and epoll have no such limit; Windows' select() counts sockets
+        # rather than numbering them, so the check does not apply there.)
+        select_based = issubclass(selector_class, selectors.SelectSelector)
+        self._fd_limit = FD_SETSIZE if select_based and sys.platform != "win32" else None
         # A socketpair rather than os.pipe(): on Windows select() accepts
         # only sockets, and this keeps one code path everywhere.
         self._wake_reader, self._wake_writer = socket.socketpair()
@@ -116,7 +130,17 @@ class Reactor:
     # -- registration -----------------------------------------------------
 
     def watch(self, fileobj: FileLike, events: int, callback: Callback) -> None:
-        """Call ``callback(mask)`` whenever ``fileobj`` is ready for ``events``."""
+        """Call ``callback(mask)`` whenever ``fileobj`` is ready for ``events``.
+
+        Raises ``ValueError`` when the selector cannot watch ``fileobj``
+        (see ``can_watch``); nothing is registered then.
+        """
+        if not self.can_watch(fileobj):
+            raise ValueError(
+                f"descriptor {fileobj.fileno()} is beyond select()'s limit "
+                f"(FD_SETSIZE = {FD_SETSIZE}); set selector_class to "
+                "selectors.PollSelector or EpollSelector to serve more connections"
+            )
         try:
             self._selector.modify(fileobj, events, callback)
         except KeyError:
@@ -129,6 +153,10 @@ class Reactor:
         # there is nothing left to stop watching.
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fileobj)
+
+    def can_watch(self, fileobj: FileLike) -> bool:
+        """Whether this reactor's selector can watch ``fileobj`` at all."""
+        return self._fd_limit is None or fileobj.fileno() < self._fd_limit
 
     def is_watching(self, fileobj: FileLike) -> bool:
         """Whether ``fileobj`` is registered with the selector now."""
