@@ -75,7 +75,8 @@ def child_pids() -> set[int]:
     """PIDs of this process's children that still exist (zombies included)."""
     pids: set[int] = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
+        # A thread that just ended can vanish between listdir() and open().
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{task}/children") as f:
             pids.update(int(p) for p in f.read().split())
     return pids
 
