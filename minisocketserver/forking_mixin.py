@@ -25,12 +25,40 @@ blocks until one exits, so the loop forks no more.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import socket
+import time
 from typing import Any, NoReturn
 
 from .server import MixInBase
 from .sockets import TCPServer, UDPServer
+
+
+def _wait_for_any_exit(pids: set[int], timeout: float) -> None:
+    """Block until one of ``pids`` exits or ``timeout`` passes (it may return early).
+
+    waitpid() cannot wait with a timeout; a pidfd (Linux 5.3+) turns a
+    child's exit into a readable descriptor that poll() can wait on.
+    Elsewhere, fall back to a short nap between waitpid(WNOHANG) rounds.
+    """
+    if not hasattr(os, "pidfd_open"):
+        time.sleep(min(timeout, 0.01))
+        return
+    fds = []
+    try:
+        poller = select.poll()  # not select(): a pidfd may be numbered past 1023
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                fds.append(os.pidfd_open(pid))
+                poller.register(fds[-1], select.POLLIN)
+        if fds:
+            poller.poll(timeout * 1000)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class ForkingMixIn(MixInBase):
@@ -124,6 +152,25 @@ class ForkingMixIn(MixInBase):
                 self.shutdown_request(request)
             finally:
                 os._exit(1 if failed else 0)
+
+    def _wait_for_requests(self, deadline: float) -> bool:
+        """Called by ``drain()``: reap children as they exit, until none or ``deadline``."""
+        while True:
+            self.collect_children()
+            remaining = deadline - time.monotonic()
+            if not self.active_children or remaining <= 0:
+                return not self.active_children
+            _wait_for_any_exit(self.active_children, remaining)
+
+    def _cut_requests(self) -> int:
+        """Called by ``drain()``: SIGTERM the remaining children, then reap them."""
+        children = self.active_children or set()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        cut = len(children)
+        self.collect_children(blocking=True)
+        return cut
 
     def server_close(self) -> None:
         """Close the listening socket, then reap (and with ``block_on_close`` await) children."""

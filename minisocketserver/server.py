@@ -4,6 +4,7 @@ Design map, part 2 of 6.  One request, in call order (each name is a hook a
 subclass may override alone; the indentation is the call stack)::
 
     serve_forever(poll_interval)             the caller's thread, until shutdown()
+     serve_loop([server])                     the one loop (ServerGroup: [servers])
       Reactor.select(timeout)                 reactor.py: listener or wake-up ready
       _handle_request_noblock()               one readiness -> at most one request
         get_request()                         sockets.py: accept() or recvfrom()
@@ -34,19 +35,31 @@ Where we differ from stdlib ``socketserver``, and why:
 
 from __future__ import annotations
 
+import errno
 import inspect
+import logging
 import selectors
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .reactor import Reactor
 
 _Server = TypeVar("_Server", bound="BaseServer")
+
+#: Warnings the server reports about itself (e.g. running out of descriptors).
+logger = logging.getLogger("minisocketserver")
+
+#: ``accept()`` errnos that mean "no descriptor (or kernel memory) for a new
+#: connection", per process (EMFILE) or system-wide (ENFILE).  The pending
+#: connection stays in the backlog, so the listening socket stays readable:
+#: a loop that simply retries spins at 100% CPU until a descriptor frees
+#: (stdlib does; trio sleeps 100 ms, asyncio 1 s, gevent backs off).
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: What a server is constructed with and hands to each handler:
 #: ``RequestHandlerClass(request, client_address, server)``.
@@ -101,6 +114,13 @@ class BaseServer:
     #: ``DefaultSelector``...  Defaults to poll where available, as stdlib.
     selector_class: type[selectors.BaseSelector] = _DEFAULT_SELECTOR
 
+    #: Seconds the loop stops accepting after ``get_request()`` failed for
+    #: lack of descriptors (see ``OUT_OF_DESCRIPTORS``).  Connections already
+    #: open keep being served; new ones wait in the kernel's backlog.
+    accept_backoff: float = 0.05
+    #: The back-off doubles while accepting keeps failing, up to this.
+    accept_backoff_max: float = 1.0
+
     def __init__(self, server_address: Any, RequestHandlerClass: HandlerFactory) -> None:
         """Store the address and handler class; subclasses open the socket."""
         self.server_address = server_address
@@ -112,6 +132,11 @@ class BaseServer:
         self._serving_done = threading.Event()
         self._serving_thread: int | None = None
         self._reactor: Reactor | None = None
+        # Why the loop is not accepting now (see _pause_accepting); accepting
+        # resumes when the last reason is withdrawn.
+        self._accept_pauses: set[str] = set()
+        # The current back-off while out of descriptors; None when accepts work.
+        self._backoff: float | None = None
 
     # -- the loop ---------------------------------------------------------
 
@@ -121,27 +146,7 @@ class BaseServer:
         ``poll_interval`` is how often ``service_actions()`` runs while no
         request arrives; it does not delay ``shutdown()``.
         """
-        self._serving_done.clear()
-        self._serving_thread = threading.get_ident()
-        try:
-            with Reactor(self.selector_class) as reactor:
-                self._attach(reactor)
-                self._reactor = reactor
-                timeout = poll_interval if self._has_periodic_work() else None
-                # A shutdown() that came before this point is honoured here,
-                # before the first wait, as in stdlib.
-                while not self._shutdown_requested:
-                    ready = reactor.select(timeout)
-                    if self._shutdown_requested:
-                        break
-                    for run in ready:
-                        run()
-                    self.service_actions()
-        finally:
-            self._reactor = None
-            self._shutdown_requested = False
-            self._serving_thread = None
-            self._serving_done.set()
+        serve_loop([self], poll_interval, self.selector_class)
 
     def _has_periodic_work(self) -> bool:
         """Whether the loop must wake every ``poll_interval`` when idle."""
@@ -151,13 +156,52 @@ class BaseServer:
         """Register this server's listening socket with ``reactor``.
 
         Called by ``serve_forever()`` (and ``ServerGroup``) before the first
-        wait.  Concurrency models that watch more descriptors extend it.
+        wait.  Concurrency models that watch more descriptors, or that start
+        paused, extend it.  Pauses of an earlier loop died with its timers.
         """
+        self._accept_pauses.clear()
+        self._backoff = None
         reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
+
+    def _detach(self, reactor: Reactor) -> None:
+        """Stop watching everything ``_attach()`` registered with ``reactor``.
+
+        Called by ``serve_loop()`` when this server's ``shutdown()`` takes it
+        out of a loop that goes on serving other servers (``ServerGroup``).
+        """
+        reactor.unwatch(self)
+
+    def _serving_ended(self) -> None:
+        """Called by ``serve_loop()`` when it is done with this server: wake ``shutdown()``."""
+        self._reactor = None
+        self._shutdown_requested = False
+        self._serving_thread = None
+        self._serving_done.set()
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: the listening socket is readable."""
-        self._handle_request_noblock()
+        # In a ServerGroup the loop goes on after this server's shutdown(),
+        # and the listener may already be in this iteration's ready work:
+        # a server being shut down starts no new request.
+        if not self._shutdown_requested:
+            self._handle_request_noblock()
+
+    def _pause_accepting(self, reason: str) -> None:
+        """Stop watching the listening socket until ``reason`` is withdrawn.
+
+        Runs on the loop's thread.  New connections then wait in the
+        kernel's listen backlog (and past it, clients retry their SYN)
+        instead of consuming a descriptor, a thread or memory here.
+        """
+        self._accept_pauses.add(reason)
+        if self._reactor is not None:
+            self._reactor.unwatch(self)
+
+    def _resume_accepting(self, reason: str) -> None:
+        """Withdraw ``reason``; accept again once no reason is left (loop thread)."""
+        self._accept_pauses.discard(reason)
+        if not self._accept_pauses and self._reactor is not None:
+            self._reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
 
     def shutdown(self) -> None:
         """Stop ``serve_forever()`` and wait until it has returned.
@@ -179,6 +223,35 @@ class BaseServer:
         if reactor is not None:
             reactor.wake()
         self._serving_done.wait()
+
+    def drain(self, timeout: float) -> int:
+        """Stop accepting, give requests in flight ``timeout`` seconds, cut the rest.
+
+        Returns how many requests had to be cut.  Call it from another
+        thread than the loop's (it calls ``shutdown()`` if the loop runs),
+        typically before ``server_close()``, which then never waits on a
+        client that keeps its connection open (python/cpython gh-84485).
+        How a request is cut depends on the concurrency model: a worker
+        thread's connection is shut down under it, a child process gets
+        SIGTERM, a multiplexed connection is closed.
+        """
+        if self._serving_thread is not None:
+            self.shutdown()
+        if self._wait_for_requests(time.monotonic() + timeout):
+            return 0
+        return self._cut_requests()
+
+    def _wait_for_requests(self, deadline: float) -> bool:
+        """Wait until no request is in flight or ``deadline`` passes; True if none is left.
+
+        Called by ``drain()``.  The synchronous model finishes each request
+        before its loop returns, so nothing is ever left in flight.
+        """
+        return True
+
+    def _cut_requests(self) -> int:
+        """Called by ``drain()`` after the deadline: end what is still running."""
+        return 0
 
     def service_actions(self) -> None:
         """Called by ``serve_forever()`` once per loop iteration.
@@ -220,10 +293,12 @@ class BaseServer:
     def handle_timeout(self) -> None:
         """Called by ``handle_request()`` when ``timeout`` passed with no request."""
 
-    def _handle_request_noblock(self) -> None:
+    def _handle_request_noblock(self) -> bool:
         """Take one ready request through the pipeline; never blocks to wait.
 
-        Called by the loop when the listening socket is readable.  Error
+        Called by the loop when the listening socket is readable.  Returns
+        whether a request was taken (``False``: ``get_request()`` failed),
+        so that a model that accepts in batches knows when to stop.  Error
         handling: a failed ``get_request()`` skips that request (the client
         vanished or a descriptor limit was hit); an ``Exception`` in any
         later stage goes to ``handle_error()`` and the request is shut down;
@@ -232,12 +307,16 @@ class BaseServer:
         """
         try:
             request, client_address = self.get_request()
-        except OSError:
-            return
+        except OSError as exc:
+            self._get_request_failed(exc)
+            return False
+        if self._backoff is not None:
+            self._backoff = None
+            logger.warning("%s: accepting connections again", type(self).__name__)
         try:
             if self.verify_request(request, client_address):
                 self.process_request(request, client_address)
-                return
+                return True
         except Exception:
             self.handle_error(request, client_address)
         except BaseException:
@@ -245,6 +324,31 @@ class BaseServer:
             raise
         # Refused, or failed before a concurrency model took ownership.
         self.shutdown_request(request)
+        return True
+
+    def _get_request_failed(self, exc: OSError) -> None:
+        """``get_request()`` raised: skip that request, and back off if out of descriptors.
+
+        Most failures concern one client (ECONNABORTED: it reset before we
+        accepted) and the next request is unaffected.  Running out of
+        descriptors is reported once per episode, not once per attempt,
+        and pauses accepting for ``accept_backoff`` seconds, doubling while
+        it lasts; the connections already open are served meanwhile.
+        """
+        reactor = self._reactor
+        if exc.errno not in OUT_OF_DESCRIPTORS or reactor is None:
+            return
+        if self._backoff is None:
+            self._backoff = self.accept_backoff
+            logger.warning(
+                "%s: cannot accept: %s; pausing accepts (%.2f s, doubling up to %.1f s) "
+                "until descriptors free up",
+                type(self).__name__, exc, self._backoff, self.accept_backoff_max,
+            )
+        else:
+            self._backoff = min(2 * self._backoff, self.accept_backoff_max)
+        self._pause_accepting("out of descriptors")
+        reactor.call_later(self._backoff, lambda: self._resume_accepting("out of descriptors"))
 
     def get_request(self) -> tuple[Any, Any]:
         """Called by the loop to take one request: ``(request, client_address)``."""
@@ -311,6 +415,65 @@ class BaseServer:
         tb: TracebackType | None,
     ) -> None:
         self.server_close()
+
+
+def serve_loop(
+    servers: Sequence[BaseServer],
+    poll_interval: float,
+    selector_class: type[selectors.BaseSelector],
+) -> None:
+    """The loop of ``serve_forever()``: one server's, or a ``ServerGroup``'s.
+
+    Called on the caller's thread; returns when every server in ``servers``
+    has been shut down.  One iteration, step by step:
+
+    1. servers whose ``shutdown()`` was called leave: ``_detach()`` takes
+       their descriptors out of the reactor and their ``shutdown()`` returns
+       (unless all would leave: then the loop ends, as for a single server);
+    2. wait on the reactor: a listener, a connection, a due timer, posted
+       work, or ``shutdown()``'s wake-up.  With no timeout at all unless
+       some server has periodic work (then ``poll_interval``); the reactor
+       never sleeps past its next timer, which is how per-connection
+       deadlines wake the loop without polling;
+    3. if every server was shut down during the wait, stop: nothing new
+       may start after ``shutdown()``;
+    4. run the ready work, then each server's ``service_actions()``.
+
+    While a server is in the loop its own state says so (``_reactor``,
+    ``_serving_thread``), so its ``shutdown()`` wakes this loop and waits
+    for it, from any thread but this one, exactly as for ``serve_forever``.
+    """
+    serving = list(servers)
+    for server in serving:
+        server._serving_done.clear()
+        server._serving_thread = threading.get_ident()
+    try:
+        with Reactor(selector_class) as reactor:
+            for server in serving:
+                server._attach(reactor)
+                server._reactor = reactor
+            periodic = any(server._has_periodic_work() for server in serving)
+            timeout = poll_interval if periodic else None
+            while True:
+                # Before the first wait too: a shutdown() that came before
+                # the loop started is honoured here, as in stdlib.
+                leaving = [server for server in serving if server._shutdown_requested]
+                if len(leaving) == len(serving):
+                    break
+                for server in leaving:
+                    serving.remove(server)
+                    server._detach(reactor)
+                    server._serving_ended()
+                ready = reactor.select(timeout)
+                if all(server._shutdown_requested for server in serving):
+                    break
+                for run in ready:
+                    run()
+                for server in serving:
+                    server.service_actions()
+    finally:
+        for server in serving:
+            server._serving_ended()
 
 
 # The concurrency mixins call the server's hooks on ``self`` and ``super()``;

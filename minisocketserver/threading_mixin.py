@@ -20,18 +20,27 @@ when ``block_on_close`` is true.
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
 arrives, so after a burst an idle server holds every finished ``Thread``
-object until traffic resumes.
+object until traffic resumes.  And ``max_threads`` (off by default) bounds
+the workers: stdlib starts a thread for every connection it is offered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
+from .reactor import Reactor
 from .server import MixInBase
 from .sockets import TCPServer, UDPServer
+
+#: Seconds ``drain()`` waits for workers to end once their connections are
+#: cut; a handler that ignores its socket (a CPU loop, a sleep) is left
+#: running after that rather than hanging the caller.
+DRAIN_GRACE = 1.0
 
 
 class _ThreadRegistry:
@@ -45,12 +54,18 @@ class _ThreadRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[threading.Thread, None] = {}  # insertion-ordered set
+        # Worker -> the request it serves (so drain() can cut it).
+        self._live: dict[threading.Thread, Any] = {}
 
-    def append(self, thread: threading.Thread) -> None:
+    def append(self, thread: threading.Thread, request: Any = None) -> None:
         """Remember a worker (called before it starts, so it cannot be missed)."""
         with self._lock:
-            self._live[thread] = None
+            self._live[thread] = request
+
+    def requests(self) -> list[tuple[threading.Thread, Any]]:
+        """The live workers and their requests, as a snapshot."""
+        with self._lock:
+            return list(self._live.items())
 
     def forget(self, thread: threading.Thread) -> None:
         """Called by a worker as its last act."""
@@ -77,18 +92,6 @@ class _ThreadRegistry:
             return iter(list(self._live))
 
 
-class _Untracked(_ThreadRegistry):
-    """Stands in for the registry while workers are not tracked.
-
-    It is the class-level default of ``_threads``, so ``len(server._threads)``
-    is 0 before the first request, and it stays in place when
-    ``block_on_close`` is false because nobody will ever join the workers.
-    """
-
-    def append(self, thread: threading.Thread) -> None:
-        pass
-
-
 class ThreadingMixIn(MixInBase):
     """Handle each request in a new thread.
 
@@ -97,6 +100,7 @@ class ThreadingMixIn(MixInBase):
                          exit while they still run (default False).
         block_on_close   ``server_close()`` waits for running workers
                          (default True).
+        max_threads      bound on concurrent workers (default None: none).
 
     Methods to override:
         process_request_thread(request, client_address): the body of a
@@ -108,9 +112,14 @@ class ThreadingMixIn(MixInBase):
     daemon_threads: bool = False
     #: Make ``server_close()`` wait until every running worker has finished.
     block_on_close: bool = True
-    # Per-instance registry, created on first use; the shared class default
-    # tracks nothing (see _Untracked).
-    _threads: _ThreadRegistry = _Untracked()
+    #: At most this many workers at once (``None``: no limit, as stdlib).
+    #: At the limit the loop stops accepting until a worker finishes, so
+    #: excess clients wait in the kernel's listen backlog instead of each
+    #: costing a thread (about 8 MiB of reserved stack) here.
+    max_threads: int | None = None
+    # The class default is never filled: process_request gives each server
+    # its own registry on first use, and until then len(server._threads) is 0.
+    _threads: _ThreadRegistry = _ThreadRegistry()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """The worker thread's body: run the handler, then end the request.
@@ -127,15 +136,31 @@ class ThreadingMixIn(MixInBase):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Called by the loop for each verified request: start a worker."""
-        if self.block_on_close and isinstance(self._threads, _Untracked):
+        if "_threads" not in vars(self):
             self._threads = _ThreadRegistry()
         worker = threading.Thread(
             target=self._run_worker, args=(request, client_address), daemon=self.daemon_threads
         )
         # Registered before start(): a worker that finished at once would
         # otherwise forget itself before it was remembered, and stay forever.
-        self._threads.append(worker)
+        self._threads.append(worker, request)
         worker.start()
+        if self._at_thread_limit():
+            self._pause_accepting("max_threads")
+
+    def _at_thread_limit(self) -> bool:
+        return self.max_threads is not None and len(self._threads) >= self.max_threads
+
+    def _attach(self, reactor: Reactor) -> None:
+        """Start watching the listener, unless workers of an earlier loop fill the limit."""
+        super()._attach(reactor)
+        if self._at_thread_limit():
+            self._pause_accepting("max_threads")
+
+    def _worker_finished(self) -> None:
+        """Posted to the loop's thread by each finishing worker, with ``max_threads``."""
+        if not self._at_thread_limit():
+            self._resume_accepting("max_threads")
 
     def _run_worker(self, request: Any, client_address: Any) -> None:
         # Kept apart from process_request_thread so that a subclass which
@@ -145,11 +170,41 @@ class ThreadingMixIn(MixInBase):
             self.process_request_thread(request, client_address)
         finally:
             self._threads.forget(threading.current_thread())
+            reactor = self._reactor
+            if self.max_threads is not None and reactor is not None:
+                # Selectors are not thread-safe: the loop re-checks the
+                # limit on its own thread.
+                reactor.call_soon_threadsafe(self._worker_finished)
+
+    def _wait_for_requests(self, deadline: float) -> bool:
+        """Called by ``drain()``: join workers until they are all gone or ``deadline``."""
+        for worker, _ in self._threads.requests():
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return len(self._threads) == 0
+
+    def _cut_requests(self) -> int:
+        """Called by ``drain()``: shut each remaining connection down under its worker.
+
+        ``SHUT_RDWR`` makes a blocked ``recv()`` return EOF and a ``send()``
+        fail with EPIPE, so a handler that waits on its client ends; the
+        worker then closes the socket as usual.  Datagram requests have no
+        connection to cut: their workers are only waited for.
+        """
+        remaining = self._threads.requests()
+        for _, request in remaining:
+            if isinstance(request, socket.socket):
+                with contextlib.suppress(OSError):
+                    request.shutdown(socket.SHUT_RDWR)
+        grace = time.monotonic() + DRAIN_GRACE
+        for worker, _ in remaining:
+            worker.join(max(0.0, grace - time.monotonic()))
+        return len(remaining)
 
     def server_close(self) -> None:
         """Close the listening socket, then wait for the workers (``block_on_close``)."""
         super().server_close()
-        self._threads.join()
+        if self.block_on_close:
+            self._threads.join()
 
 
 class ThreadingUDPServer(ThreadingMixIn, UDPServer):
