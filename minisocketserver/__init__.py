@@ -31,6 +31,9 @@ server.py           BaseServer: serve_forever, handle_request, the pipeline
 sockets.py          TCPServer, UDPServer, UnixStreamServer, UnixDatagramServer
 threading_mixin.py  ThreadingMixIn: a thread per request
 forking_mixin.py    ForkingMixIn: a child process per request
+multiplexing_mixin.py  MultiplexingMixIn: every connection in the loop's thread
+server_group.py     ServerGroup: one loop serving several servers
+threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 
 Where we differ from stdlib (each place says why, with the evidence):
@@ -46,9 +49,17 @@ import os
 import socket
 
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
+from .multiplexing_mixin import (
+    LineRequestHandler,
+    MultiplexedRequestHandler,
+    MultiplexingMixIn,
+    MultiplexingTCPServer,
+)
 from .server import BaseServer
+from .server_group import ServerGroup
 from .sockets import TCPServer, UDPServer
 from .threading_mixin import ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer
+from .threadpool_mixin import ThreadPoolMixIn, ThreadPoolTCPServer
 
 # The stdlib 3.13 names first, in stdlib's order, so that ``from
 # minisocketserver import *`` gives what ``from socketserver import *`` does.
@@ -83,3 +94,24 @@ if hasattr(socket, "AF_UNIX"):
         from .forking_mixin import ForkingUnixDatagramServer, ForkingUnixStreamServer
 
         __all__ += ["ForkingUnixStreamServer", "ForkingUnixDatagramServer"]
+
+# Beyond stdlib: the models it lacks.
+__all__ += ["ThreadPoolMixIn", "ThreadPoolTCPServer"]
+if hasattr(socket, "AF_UNIX"):
+    from .threadpool_mixin import ThreadPoolUnixStreamServer
+
+    __all__ += ["ThreadPoolUnixStreamServer"]
+
+# Beyond stdlib, after its names: the fourth concurrency model, and one loop
+# for several servers.
+__all__ += [
+    "MultiplexingMixIn",
+    "MultiplexingTCPServer",
+    "MultiplexedRequestHandler",
+    "LineRequestHandler",
+    "ServerGroup",
+]
+if hasattr(socket, "AF_UNIX"):
+    from .multiplexing_mixin import MultiplexingUnixStreamServer
+
+    __all__ += ["MultiplexingUnixStreamServer"]

@@ -34,13 +34,42 @@ from collections.abc import Iterator
 from typing import Any
 
 from .reactor import Reactor
-from .server import MixInBase
+from .server import BaseServer, MixInBase
 from .sockets import TCPServer, UDPServer
 
 #: Seconds ``drain()`` waits for workers to end once their connections are
 #: cut; a handler that ignores its socket (a CPU loop, a sleep) is left
 #: running after that rather than hanging the caller.
 DRAIN_GRACE = 1.0
+
+
+def run_to_completion(server: BaseServer, request: Any, client_address: Any) -> None:
+    """A request's life on a worker thread: handler, errors, then shutdown.
+
+    Error handling: an ``Exception`` goes to ``handle_error()``; anything
+    else (``SystemExit``) ends the thread, as in stdlib.  Resource handling:
+    the request is shut down on every path.
+    """
+    try:
+        server.finish_request(request, client_address)
+    except Exception:
+        server.handle_error(request, client_address)
+    finally:
+        server.shutdown_request(request)
+
+
+def cut_connections(requests: list[Any]) -> None:
+    """Shut down, under their handlers, the connections among ``requests``.
+
+    ``SHUT_RDWR`` makes a blocked ``recv()`` return EOF and a ``send()`` fail
+    with EPIPE, so a handler waiting on its client ends; closing the socket
+    from here instead would race with the handler still using it.
+    Datagram requests have no connection to cut and are left alone.
+    """
+    for request in requests:
+        if isinstance(request, socket.socket):
+            with contextlib.suppress(OSError):  # already closed by its handler
+                request.shutdown(socket.SHUT_RDWR)
 
 
 class _ThreadRegistry:
@@ -124,15 +153,10 @@ class ThreadingMixIn(MixInBase):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """The worker thread's body: run the handler, then end the request.
 
-        Called on the new thread.  Error handling: an ``Exception`` goes to
-        ``handle_error()``; the request is shut down on every path.
+        Called on the new thread; see ``run_to_completion`` for what happens
+        to errors and to the request.
         """
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
+        run_to_completion(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Called by the loop for each verified request: start a worker."""
@@ -185,16 +209,11 @@ class ThreadingMixIn(MixInBase):
     def _cut_requests(self) -> int:
         """Called by ``drain()``: shut each remaining connection down under its worker.
 
-        ``SHUT_RDWR`` makes a blocked ``recv()`` return EOF and a ``send()``
-        fail with EPIPE, so a handler that waits on its client ends; the
-        worker then closes the socket as usual.  Datagram requests have no
-        connection to cut: their workers are only waited for.
+        The workers then end as their handlers see EOF (see
+        ``cut_connections``) and close the sockets as usual.
         """
         remaining = self._threads.requests()
-        for _, request in remaining:
-            if isinstance(request, socket.socket):
-                with contextlib.suppress(OSError):
-                    request.shutdown(socket.SHUT_RDWR)
+        cut_connections([request for _, request in remaining])
         grace = time.monotonic() + DRAIN_GRACE
         for worker, _ in remaining:
             worker.join(max(0.0, grace - time.monotonic()))

@@ -112,3 +112,17 @@ def _describe(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "?"
+
+
+def loop_has_turned(server: Any) -> None:
+    """Wait until the server's loop has run one full iteration after this call.
+
+    Whatever was ready when we posted (say, a connection in the backlog of
+    a watched listener) has been dispatched by then: the reactor runs
+    descriptor callbacks before posted callbacks in the same iteration.
+    """
+    turned = threading.Event()
+    reactor = server._reactor
+    assert reactor is not None, "the server is not serving"
+    reactor.call_soon_threadsafe(turned.set)
+    assert turned.wait(WAIT), "the loop did not turn"

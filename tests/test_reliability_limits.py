@@ -11,12 +11,11 @@ import select
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from support import WAIT, Resources, connect, recv_exactly, serving
+from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, serving
 
 import minisocketserver as socketserver
 
@@ -89,20 +88,6 @@ class Gate(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         self.wfile.write(b"started\n")
         self.rfile.readline()
-
-
-def loop_has_turned(server: socketserver.BaseServer) -> None:
-    """Wait until the loop has run one full iteration after this call.
-
-    Whatever was ready when we posted (a connection in the backlog of a
-    watched listener) has been dispatched by then: descriptor callbacks run
-    before posted callbacks in the same iteration.
-    """
-    turned = threading.Event()
-    reactor = server._reactor
-    assert reactor is not None
-    reactor.call_soon_threadsafe(turned.set)
-    assert turned.wait(WAIT)
 
 
 @pytest.mark.timeout(30)

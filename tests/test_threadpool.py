@@ -1,0 +1,102 @@
+"""ThreadPoolMixIn: reused workers, a bounded queue, backpressure, drain."""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, recv_until_eof, serving
+
+import minisocketserver as socketserver
+
+
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.read())
+
+
+class Gate(socketserver.StreamRequestHandler):
+    """Says "started", then holds the connection until the client sends a line."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"started\n")
+        self.rfile.readline()
+
+
+@pytest.mark.timeout(30)
+def test_workers_are_reused_not_started_per_connection(no_leaks: Resources) -> None:
+    seen: set[threading.Thread] = set()
+
+    class Recording(Echo):
+        def handle(self) -> None:
+            seen.add(threading.current_thread())
+            super().handle()
+
+    with serving(socketserver.ThreadPoolTCPServer(("127.0.0.1", 0), Recording)) as server:
+        for i in range(50):
+            with connect(server.server_address) as client:
+                client.sendall(b"%d" % i)
+                client.shutdown(socket.SHUT_WR)
+                assert recv_until_eof(client) == b"%d" % i
+    # Sequential clients: each finds the previous worker idle again.
+    assert len(seen) == 1
+
+
+@pytest.mark.timeout(30)
+def test_full_queue_stops_accepting_until_a_worker_takes_one(no_leaks: Resources) -> None:
+    class Tiny(socketserver.ThreadPoolTCPServer):
+        max_workers = 1
+        queue_size = 1
+
+    with serving(Tiny(("127.0.0.1", 0), Gate)) as server:
+        running = connect(server.server_address)
+        assert recv_exactly(running, 8) == b"started\n"
+        queued = connect(server.server_address)  # fills the queue of one
+        waiting = connect(server.server_address)
+        # Once the listener polls readable, `waiting` is in the kernel
+        # backlog, where a loop that still watched it would accept it.
+        readable, _, _ = select.select([server.socket], [], [], WAIT)
+        loop_has_turned(server)
+        assert readable and not server._reactor.is_watching(server)
+        assert len(server._pool().in_flight()) == 2
+        running.sendall(b"done\n")  # the worker takes `queued` ...
+        assert recv_exactly(queued, 8) == b"started\n"
+        queued.sendall(b"done\n")  # ... and then `waiting`, accepted again
+        assert recv_exactly(waiting, 8) == b"started\n"
+        waiting.sendall(b"done\n")
+        for sock in (running, queued, waiting):
+            assert sock.recv(16) == b""
+            sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_drain_cuts_a_connection_that_outlives_the_deadline(no_leaks: Resources) -> None:
+    server = socketserver.ThreadPoolTCPServer(("127.0.0.1", 0), Gate)
+    with serving(server):
+        stuck = connect(server.server_address)
+        assert recv_exactly(stuck, 8) == b"started\n"
+        assert server.drain(timeout=0.1) == 1
+        assert stuck.recv(16) == b""
+        stuck.close()
+
+
+stream_payloads = st.lists(st.binary(min_size=1, max_size=2048), min_size=1, max_size=8)
+
+
+@pytest.mark.timeout(60)
+def test_arbitrary_chunks_round_trip(no_leaks: Resources) -> None:
+    with serving(socketserver.ThreadPoolTCPServer(("127.0.0.1", 0), Echo)) as server:
+
+        @given(chunks=stream_payloads)
+        def round_trip(chunks: list[bytes]) -> None:
+            with connect(server.server_address) as client:
+                for chunk in chunks:
+                    client.sendall(chunk)
+                client.shutdown(socket.SHUT_WR)
+                assert recv_until_eof(client) == b"".join(chunks)
+
+        round_trip()
