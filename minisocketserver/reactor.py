@@ -133,14 +133,9 @@ class Reactor:
         """Call ``callback(mask)`` whenever ``fileobj`` is ready for ``events``.
 
         Raises ``ValueError`` when the selector cannot watch ``fileobj``
-        (see ``can_watch``); nothing is registered then.
+        (see ``check_watchable``); nothing is registered then.
         """
-        if not self.can_watch(fileobj):
-            raise ValueError(
-                f"descriptor {fileobj.fileno()} is beyond select()'s limit "
-                f"(FD_SETSIZE = {FD_SETSIZE}); set selector_class to "
-                "selectors.PollSelector or EpollSelector to serve more connections"
-            )
+        self.check_watchable(fileobj)
         try:
             self._selector.modify(fileobj, events, callback)
         except KeyError:
@@ -154,9 +149,14 @@ class Reactor:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fileobj)
 
-    def can_watch(self, fileobj: FileLike) -> bool:
-        """Whether this reactor's selector can watch ``fileobj`` at all."""
-        return self._fd_limit is None or fileobj.fileno() < self._fd_limit
+    def check_watchable(self, fileobj: FileLike) -> None:
+        """Raise ``ValueError``, with the way out, if the selector cannot watch ``fileobj``."""
+        if self._fd_limit is not None and fileobj.fileno() >= self._fd_limit:
+            raise ValueError(
+                f"descriptor {fileobj.fileno()} is beyond select()'s limit "
+                f"(FD_SETSIZE = {FD_SETSIZE}); set selector_class to "
+                "selectors.PollSelector or EpollSelector to serve more connections"
+            )
 
     def is_watching(self, fileobj: FileLike) -> bool:
         """Whether ``fileobj`` is registered with the selector now."""

@@ -1,0 +1,514 @@
+"""MultiplexingMixIn: every connection in one thread, on the loop's own selector.
+
+Design map, the fourth concurrency model (read it after threading_mixin and
+forking_mixin).  Stdlib ``socketserver`` describes this model in its module
+docstring and never implements it; the seed document's select() echo server
+is its hand-written form.  Here no request runs to completion anywhere: a
+connection is a handler object that the loop calls back whenever its socket
+is ready, and the handler answers by queueing bytes::
+
+    accept:  listener readable -> up to accept_batch x (get_request ->
+             verify_request -> process_request -> finish_request ->
+             RequestHandlerClass(...) -> setup()) -> watch the connection
+    read:    readable -> recv() once -> data_received(data)   or, on b"",
+             eof_received() (default: close() once the queue drains)
+    write:   send(data) writes what the kernel takes now, queues the rest;
+             writable -> send() more of the queue
+    end:     close() drained, EOF, reset, exception, idle timeout or
+             server_close() -> unwatch -> finish() -> shutdown_request()
+
+One iteration of the loop (``serve_loop`` in server.py), for this model:
+
+1. ``select()`` returns the sockets that are ready: the listener, and
+   connections readable (data, EOF or an error) or writable (room in the
+   kernel's send buffer);
+2. for the listener, accept until the backlog is empty (EAGAIN) or
+   ``accept_batch`` connections were taken, so that a flood of new clients
+   cannot starve the open ones;
+3. for each ready connection, one ``send()`` of its queue if writable and one
+   ``recv()`` if readable; the handler's callbacks run here, and whatever
+   they ``send()`` is written at once as far as the kernel takes it;
+4. then its interest is recomputed: read unless paused, write only while
+   output is queued (or the connection is ending);
+5. due timers run (idle timeouts), and ``service_actions()``.
+
+Why write interest only while output is pending: a connected socket is
+writable almost all the time, so a loop that always asked about it would
+have select() return at once on every pass and spin at 100% CPU.  The seed
+appends a socket to its ``outputs`` list on every message received and
+removes it once per reply: while a client does not read, duplicates pile up
+until select() meets its 1024-descriptor ceiling and the server dies; and it
+replies with a blocking ``sendall()``, which stalls every client whenever
+one reply is larger than the free space of one socket's buffer.  Here each
+connection is watched once, with a mask computed from its state, and every
+socket is non-blocking: nothing in the loop ever waits on one client.
+
+Backpressure: when a connection's queued output passes
+``write_high_water``, the loop stops reading from it until the queue drains
+to ``write_low_water``.  A client that sends but never reads then meets TCP
+flow control (its own sends block) instead of growing the server's memory.
+
+Resource handling: the server owns every accepted socket until its handler
+ends; ``finish()`` runs exactly once per connection whose ``setup()``
+returned, whatever ends it, and ``shutdown_request()`` follows it.
+``server_close()`` ends every open connection.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from .reactor import Reactor, Timer
+from .sockets import TCPServer
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class MultiplexedRequestHandler:
+    """One object per connection, called back by the server's loop.
+
+    Life, in call order::
+
+        __init__ -> setup() -> data_received(data) ... -> eof_received() -> finish()
+
+    ``setup()`` runs when the connection is accepted; ``data_received`` for
+    each chunk read (chunks are TCP's, not messages: one ``send()`` of the
+    client may arrive in several, several in one); ``eof_received()`` when
+    the client has half-closed (default: ``close()``); ``finish()`` exactly
+    once when the connection ends, for any reason, if ``setup()`` returned.
+
+    Methods for the handler's code: ``send(data)``, ``close()``, ``pending``.
+    Methods to override: setup, data_received, eof_received, finish.
+    Class variables: recv_size, timeout, write_high_water, write_low_water.
+    Instance variables: request (the socket), client_address, server.
+
+    Error handling: an exception from ``setup``, ``data_received`` or
+    ``eof_received`` goes to ``server.handle_error()``, and this connection
+    alone is closed at once (queued output is dropped).  An ``OSError`` on
+    the socket (ECONNRESET, EPIPE: the peer went away) closes it at once too,
+    quietly: a client leaving is not a server error.
+
+    Threading: every method runs on the loop's thread.  Call ``send()`` and
+    ``close()`` from there only: from this handler's callbacks, or from
+    another handler of the same server (a chat room broadcasting).
+    """
+
+    #: Bytes asked for per ``recv()``.  One read per readiness per
+    #: connection: one busy client cannot starve the others.
+    recv_size: int = 65536
+    #: Seconds a connection may go without a byte received or sent before it
+    #: is closed (``None``: never).  The defence against slowloris clients,
+    #: which trickle requests or never read, each holding a slot forever.
+    #: Per handler class, like ``StreamRequestHandler.timeout``; ``setup()``
+    #: may also set it on the instance.
+    timeout: float | None = None
+    #: Queued output above this many bytes stops reading from the connection.
+    #: asyncio's default; the queue can exceed it by what one
+    #: ``data_received`` call sends.
+    write_high_water: int = 64 * 1024
+    #: Reading resumes once the queue has drained to this many bytes.
+    write_low_water: int = 16 * 1024
+
+    def __init__(self, request: socket.socket, client_address: Any, server: Any) -> None:
+        """Called by the server's ``finish_request()`` on accept: runs ``setup()``."""
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self._output = bytearray()  # accepted by send(), not yet by the kernel
+        self._reactor: Reactor | None = None  # the loop watching us, if any
+        self._events = 0  # what _reactor watches for now
+        self._timer: Timer | None = None
+        self._last_active = time.monotonic()
+        self._eof = False  # the peer half-closed: read no more
+        self._paused = False  # backpressure: read no more until drained
+        self._closing = False  # close() called: end once _output drains
+        self._broken = False  # error: end at once, output dropped
+        self._ended = False
+        self.setup()
+
+    # -- the hooks --------------------------------------------------------
+
+    def setup(self) -> None:
+        """Called when the connection is accepted, before any data; may ``send()``."""
+
+    def data_received(self, data: bytes) -> None:
+        """Called with each chunk read from the client (never empty).  Override this."""
+
+    def eof_received(self) -> None:
+        """Called when the client has closed its sending side; default: ``close()``.
+
+        Override it to keep answering on a half-closed connection; then the
+        handler must ``close()`` it itself.
+        """
+        self.close()
+
+    def finish(self) -> None:
+        """Called exactly once when the connection ends, just before the socket closes."""
+
+    # -- for the handler's code -------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for the client; the kernel gets what it takes at once.
+
+        Never blocks.  Data sent after the connection broke or ended is
+        dropped, as the peer can no longer receive it.
+        """
+        if self._broken or self._ended or not data:
+            return
+        view = memoryview(data)
+        if not self._output:
+            try:
+                sent = self.request.send(view)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._break()
+                return
+            if sent:
+                self._touch()
+            view = view[sent:]
+        self._output += view
+        if len(self._output) > self.write_high_water:
+            self._paused = True
+        self._update_interest()
+
+    def close(self) -> None:
+        """End the connection once the queued output has been sent."""
+        self._closing = True
+        self._update_interest()
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued by ``send()`` that the kernel has not taken yet."""
+        return len(self._output)
+
+    # -- driven by the loop -----------------------------------------------
+
+    def _attach(self, reactor: Reactor) -> None:
+        """Called by the server when a loop starts serving this connection."""
+        self._reactor = reactor
+        self._update_interest()
+        self._arm_timer()
+
+    def _detach(self) -> None:
+        """Called by the server when its loop stops serving this connection."""
+        if self._reactor is not None and self._events:
+            self._reactor.unwatch(self.request)
+        self._reactor = None
+        self._events = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wanted_events(self) -> int:
+        events = 0
+        if not (self._eof or self._paused or self._closing or self._broken):
+            events |= _READ
+        # A connection that is ending asks for writability too: the socket
+        # is writable (or in error) at once, so the loop comes back to end
+        # it even when close() was called from outside its own callbacks.
+        if self._output or self._closing or self._broken:
+            events |= _WRITE
+        return events
+
+    def _update_interest(self) -> None:
+        reactor = self._reactor
+        if reactor is None or self._ended:
+            return
+        wanted = self._wanted_events()
+        if wanted == self._events:
+            return  # the common case: no system call at all
+        if wanted:
+            reactor.watch(self.request, wanted, self._on_ready)
+        else:
+            reactor.unwatch(self.request)
+        self._events = wanted
+
+    def _on_ready(self, mask: int) -> None:
+        """Reactor callback: the socket is readable and/or writable."""
+        if mask & _WRITE and self._output:
+            self._flush()
+        # An error is reported as readable and writable whatever was asked:
+        # read only if this connection wants to.
+        if mask & _READ and self._wanted_events() & _READ:
+            self._read()
+        if self._broken or (self._closing and not self._output):
+            self._end()
+        else:
+            self._update_interest()
+
+    def _read(self) -> None:
+        try:
+            data = self.request.recv(self.recv_size)
+        except BlockingIOError:
+            return  # spurious readiness: select() will ask again
+        except OSError:
+            self._break()  # ECONNRESET, ETIMEDOUT...: the connection is gone
+            return
+        self._touch()
+        try:
+            if data:
+                self.data_received(data)
+            else:
+                # b"" is end-of-stream, and it repeats on every recv() from
+                # now on: stop reading (the seed answered it forever).
+                self._eof = True
+                self.eof_received()
+        except Exception:
+            self.server.handle_error(self.request, self.client_address)
+            self._break()
+
+    def _flush(self) -> None:
+        try:
+            # send(), not sendall(): it takes what fits now and returns.
+            sent = self.request.send(self._output)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._break()  # EPIPE, ECONNRESET: the peer is gone
+            return
+        del self._output[:sent]  # bytearray drops a prefix in O(1)
+        self._touch()
+        if self._paused and len(self._output) <= self.write_low_water:
+            self._paused = False
+
+    def _break(self) -> None:
+        """The connection cannot go on: drop the output, end at the loop's next look."""
+        self._broken = True
+        self._output.clear()
+        self._update_interest()
+
+    def _touch(self) -> None:
+        if self.timeout is not None:
+            self._last_active = time.monotonic()
+
+    def _arm_timer(self) -> None:
+        """Have the reactor call ``_check_idle`` when the idle timeout may be up.
+
+        Activity does not move the timer (that would cost a heap operation
+        per chunk); ``_check_idle`` re-arms it for the time actually left.
+        """
+        reactor = self._reactor
+        if self.timeout is None or reactor is None or self._ended:
+            return
+        left = self._last_active + self.timeout - time.monotonic()
+        self._timer = reactor.call_later(max(0.0, left), self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if self.timeout is not None and time.monotonic() - self._last_active >= self.timeout:
+            self._end()
+        else:
+            self._arm_timer()
+
+    def _end(self) -> None:
+        """Close the connection: unwatch, ``finish()``, ``shutdown_request()``; once."""
+        if self._ended:
+            return
+        self._ended = True
+        self._output.clear()
+        # Unwatch while the descriptor is still open: once closed, epoll
+        # forgets it but the selector's table would not, and a new socket
+        # given the same number could not be registered.
+        self.server._forget(self)
+        try:
+            self.finish()
+        except Exception:
+            self.server.handle_error(self.request, self.client_address)
+        finally:
+            self.server.shutdown_request(self.request)
+
+
+class LineRequestHandler(MultiplexedRequestHandler):
+    """A multiplexed handler that is given whole lines: ``line_received(line)``.
+
+    Each line keeps its ``b"\\n"``; at EOF, a last line without one is
+    delivered as it is, then the connection closes (``eof_received``).
+    Bytes are split on ``b"\\n"`` before any decoding, which is safe for
+    UTF-8: the byte 0x0A never occurs inside a multi-byte character.
+
+    Class variables: max_line (plus those of ``MultiplexedRequestHandler``).
+    """
+
+    #: Longest line buffered while waiting for its ``b"\\n"``: a client that
+    #: sends more without one is closed, so it cannot grow our memory.
+    max_line: int = 64 * 1024
+
+    def __init__(self, request: socket.socket, client_address: Any, server: Any) -> None:
+        self._partial = bytearray()
+        super().__init__(request, client_address, server)
+
+    def line_received(self, line: bytes) -> None:
+        """Called with each complete line, ``b"\\n"`` included.  Override this."""
+
+    def data_received(self, data: bytes) -> None:
+        """Split what arrived into lines; keep an unfinished one for later."""
+        buffer = self._partial
+        buffer += data
+        start = 0
+        while not self._closing and (end := buffer.find(b"\n", start)) >= 0:
+            self.line_received(bytes(buffer[start : end + 1]))
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > self.max_line:
+            buffer.clear()
+            self.close()
+
+    def eof_received(self) -> None:
+        """Deliver a last unterminated line, then close."""
+        if self._partial and not self._closing:
+            self.line_received(bytes(self._partial))
+            self._partial.clear()
+        super().eof_received()
+
+
+# For the type checker the mixin is a TCPServer (it serves stream sockets and
+# uses ``socket``); at run time it derives from object, like the other mixins,
+# so that the MRO of MultiplexingMixIn + TCPServer has the stdlib shape.
+if TYPE_CHECKING:
+    _StreamServerBase = TCPServer
+else:
+    _StreamServerBase = object
+
+
+class MultiplexingMixIn(_StreamServerBase):
+    """Serve every connection from the loop's thread, with non-blocking sockets.
+
+    Put it first in the bases, with a stream server:
+    ``class MyServer(MultiplexingMixIn, TCPServer)``.  ``RequestHandlerClass``
+    must be a ``MultiplexedRequestHandler``.
+
+    The server's hooks keep their meaning: ``verify_request`` refuses a
+    connection, ``handle_error`` reports a handler's exception (then that
+    connection alone is closed), ``service_actions`` runs every iteration,
+    ``shutdown()`` wakes the loop at once (open connections stay open,
+    unserved, until the next ``serve_forever`` or ``server_close()``), and
+    ``server_close()`` ends every open connection.
+
+    With ``selector_class = selectors.SelectSelector``, a connection whose
+    descriptor number is 1024 or more cannot be watched: it is refused,
+    through ``handle_error`` with a ``ValueError`` that says so, and the
+    connections already open go on being served.
+
+    Class variables:
+        accept_batch   connections accepted per readiness of the listener.
+    """
+
+    #: At most this many accepts each time the listener is ready, then the
+    #: ready connections get their turn.  A burst larger than this waits one
+    #: iteration in the kernel's backlog.
+    accept_batch: int = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Create the table of open connections, then the server itself."""
+        # Before super().__init__(): a failed bind calls server_close(),
+        # which reads the table.
+        self._connections: dict[MultiplexedRequestHandler, None] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def connections(self) -> list[MultiplexedRequestHandler]:
+        """The handlers of the connections open now, oldest first."""
+        return list(self._connections)
+
+    def _attach(self, reactor: Reactor) -> None:
+        """Watch the listener and every connection still open from an earlier loop."""
+        super()._attach(reactor)
+        # Non-blocking, so that a batch of accepts ends with BlockingIOError
+        # instead of waiting for a client that is not there.
+        self.socket.setblocking(False)
+        for handler in list(self._connections):
+            try:
+                handler._attach(reactor)
+            except ValueError:  # beyond this reactor's select() limit
+                self.handle_error(handler.request, handler.client_address)
+                handler._end()
+
+    def _serving_ended(self) -> None:
+        """The loop is done with this server: its connections are watched no more."""
+        for handler in self._connections:
+            handler._detach()
+        super()._serving_ended()
+
+    def _on_listener_ready(self, mask: int) -> None:
+        """Reactor callback: accept until the backlog is empty, or ``accept_batch``."""
+        for _ in range(self.accept_batch):
+            if self._shutdown_requested or not self._handle_request_noblock():
+                return
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Called by the loop for each verified connection: start its handler.
+
+        Nothing runs to completion here: the handler's ``setup()`` runs, and
+        the connection joins the loop.  Error handling: if the loop's
+        selector cannot watch the socket, or ``setup()`` raises, the
+        exception goes to ``handle_error`` and the connection is shut down
+        by the pipeline (``finish()`` does not run: ``setup()`` never
+        returned, or never ran).
+        """
+        if self._reactor is not None:
+            self._reactor.check_watchable(request)
+        request.setblocking(False)
+        self.finish_request(request, client_address)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Called by ``process_request``: build the handler, then let the loop serve it."""
+        handler = self.RequestHandlerClass(request, client_address, self)
+        if not isinstance(handler, MultiplexedRequestHandler):
+            raise TypeError(
+                f"{type(self).__name__} needs a MultiplexedRequestHandler, "
+                f"got {type(handler).__name__}"
+            )
+        self._connections[handler] = None
+        if self._reactor is not None:
+            handler._attach(self._reactor)
+
+    def _forget(self, handler: MultiplexedRequestHandler) -> None:
+        """Called by a handler as it ends: drop it from the table and the loop."""
+        self._connections.pop(handler, None)
+        handler._detach()
+
+    def _wait_for_requests(self, deadline: float) -> bool:
+        """Called by ``drain()`` after ``shutdown()``: serve the open connections alone.
+
+        A loop of its own, without the listener, runs until every
+        connection has ended or ``deadline`` passes.
+        """
+        if not self._connections:
+            return True
+        with Reactor(self.selector_class) as reactor:
+            for handler in list(self._connections):
+                handler._attach(reactor)
+            while self._connections and (left := deadline - time.monotonic()) > 0:
+                for run in reactor.select(left):
+                    run()
+            for handler in self._connections:
+                handler._detach()
+        return not self._connections
+
+    def _cut_requests(self) -> int:
+        """Called by ``drain()`` after the deadline: end every open connection."""
+        cut = len(self._connections)
+        for handler in list(self._connections):
+            handler._end()
+        return cut
+
+    def server_close(self) -> None:
+        """Close the listening socket, then end every open connection (``finish()`` runs)."""
+        super().server_close()
+        self._cut_requests()
+
+
+class MultiplexingTCPServer(MultiplexingMixIn, TCPServer):
+    """A stream server that serves every connection in the loop's thread."""
+
+
+if hasattr(socket, "AF_UNIX"):
+    from .sockets import UnixStreamServer
+
+    class MultiplexingUnixStreamServer(MultiplexingMixIn, UnixStreamServer):
+        """A Unix-domain stream server with every connection in the loop's thread."""
