@@ -25,10 +25,11 @@ server's own socket and owns nothing.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 from typing import Any
 
-from .server import BaseServer, HandlerFactory
+from .server import BaseServer, HandlerFactory, logger
 
 
 class TCPServer(BaseServer):
@@ -138,15 +139,41 @@ class UDPServer(TCPServer):
     socket_type: int = socket.SOCK_DGRAM
     #: Bytes read per datagram; the rest of a longer datagram is lost.
     max_packet_size: int = 8192
+    # Whether a truncated datagram has been logged at WARNING yet.
+    _truncation_reported = False
 
     def get_request(self) -> tuple[Any, Any]:
-        """Called by the loop when a datagram is waiting: ``recvfrom()``.
+        """Called by the loop when a datagram is waiting: read it.
 
         The request pairs the datagram with the server's socket, so that a
-        handler can answer through the very socket it arrived on.
+        handler can answer through the very socket it arrived on.  A
+        datagram longer than ``max_packet_size`` is cut to that size, as in
+        stdlib; unlike stdlib, the cut is reported (``recvmsg`` flags it
+        with MSG_TRUNC, which ``recvfrom`` cannot tell).
         """
-        data, client_address = self.socket.recvfrom(self.max_packet_size)
+        if not hasattr(self.socket, "recvmsg"):  # pragma: no cover - Windows
+            data, client_address = self.socket.recvfrom(self.max_packet_size)
+            return (data, self.socket), client_address
+        data, _, flags, client_address = self.socket.recvmsg(self.max_packet_size)
+        if flags & socket.MSG_TRUNC:
+            self._report_truncation(client_address)
         return (data, self.socket), client_address
+
+    def _report_truncation(self, client_address: Any) -> None:
+        """Log a datagram cut to ``max_packet_size``: a warning once, then debug.
+
+        Once per server at WARNING, so that a flood of oversized datagrams
+        cannot flood the log too.
+        """
+        level = logging.DEBUG if self._truncation_reported else logging.WARNING
+        self._truncation_reported = True
+        logger.log(
+            level,
+            "%s: a datagram from %s was longer than max_packet_size (%d bytes) and was "
+            "truncated%s",
+            type(self).__name__, client_address, self.max_packet_size,
+            "" if level == logging.DEBUG else "; further truncations are logged at DEBUG",
+        )
 
     def server_activate(self) -> None:
         """Datagram sockets have no backlog: nothing to do after binding."""
