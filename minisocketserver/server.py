@@ -28,6 +28,9 @@ Where we differ from stdlib ``socketserver``, and why:
   instead of waking twice a second.
 * ``shutdown()`` called on the thread that runs ``serve_forever()`` raises
   ``RuntimeError``; stdlib deadlocks there forever.
+* ``TCPServer.request_queue_size`` (the listen backlog) defaults to
+  ``socket.SOMAXCONN`` instead of 5, which overflows under a burst and makes
+  clients wait for SYN retransmits (seconds; see sockets.py).
 * An exception from ``verify_request`` is reported through ``handle_error``
   and the request is closed; stdlib lets it escape ``serve_forever`` and
   leaks the accepted socket.
