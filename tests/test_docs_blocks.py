@@ -92,3 +92,23 @@ def test_page_blocks_run(page: Path, no_leaks: Resources, tmp_path: Path) -> Non
                 exec(code, namespace)
     finally:
         os.chdir(cwd)
+
+
+def test_chapter_10_quotes_only_measured_figures() -> None:
+    """Every figure chapter 10 quotes appears on the generated, measured page.
+
+    docs/select-poll-epoll.md is rewritten by benchmarks/select_poll_epoll.py;
+    when a new run changes a figure, this fails until the chapter quotes the
+    new one, so the walkthrough never cites a number nobody measured.
+    """
+    chapter = (DOCS / "10-select-poll-epoll.md").read_text("utf-8")
+    measured = (DOCS / "select-poll-epoll.md").read_text("utf-8")
+    decimals = set(re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", chapter))
+    with_units = set(re.findall(r"(?<![\d.])(\d[\d,]*) (?:µs|ns)\b", chapter))
+    as_much_as = set(re.findall(r"as much as (\d+)", chapter))
+    table_rows = "\n".join(line for line in chapter.splitlines() if line.startswith("| "))
+    in_tables = set(re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", table_rows))
+    figures = decimals | with_units | as_much_as | in_tables
+    assert len(figures) >= 10, sorted(figures)
+    missing = sorted(f for f in figures if f not in measured)
+    assert not missing, f"chapter 10 quotes figures not in select-poll-epoll.md: {missing}"
