@@ -188,6 +188,36 @@ static double server_cpu_seconds(int pid)
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/*
+ * Jiffies the whole machine spent busy, and in all, from the first line of
+ * /proc/stat.  The generator's and the server's own CPU times miss the
+ * kernel's network work when it is deferred to ksoftirqd (it then belongs
+ * to neither process), so the machine's busy share is the figure that shows
+ * whether the box itself was saturated.  Busy is everything but idle and
+ * iowait; steal is counted as busy (the vCPU was not ours to use).
+ */
+static void machine_jiffies(uint64_t *busy, uint64_t *total)
+{
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return;
+    unsigned long long v[8] = {0};
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1],
+               &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++)
+            *total += v[i];
+        *busy = *total - v[3] - v[4];
+    }
+    fclose(f);
+}
+
+/* Busy share of the machine (all cores) between two machine_jiffies(). */
+static double machine_share(uint64_t b0, uint64_t t0, uint64_t b1, uint64_t t1)
+{
+    return t1 > t0 ? (double)(b1 - b0) / (double)(t1 - t0) : -1;
+}
+
 /* Resident memory (kB) and thread count of the server, from /proc/PID/status. */
 static void server_status(int pid, long *rss_kb, long *threads)
 {
@@ -318,7 +348,8 @@ static int read_echo(struct conn *c, int line_len)
 }
 
 static void print_json_common(const struct opts *o, double elapsed, long ops,
-                              struct samples *lat, double cpu, double srv_cpu)
+                              struct samples *lat, double cpu, double srv_cpu,
+                              double machine)
 {
     qsort(lat->v, lat->n, sizeof *lat->v, cmp_u64);
     printf("\"mode\": \"%s\", \"conns\": %d, \"active\": %d, "
@@ -326,13 +357,15 @@ static void print_json_common(const struct opts *o, double elapsed, long ops,
            "\"lat_p50_us\": %.1f, \"lat_p90_us\": %.1f, \"lat_p99_us\": %.1f, "
            "\"lat_p999_us\": %.1f, \"lat_max_us\": %.1f, "
            "\"cpu_s\": %.4f, \"cpu_share\": %.4f, "
-           "\"server_cpu_s\": %.4f, \"server_cpu_share\": %.4f",
+           "\"server_cpu_s\": %.4f, \"server_cpu_share\": %.4f, "
+           "\"machine_busy_share\": %.4f, \"cores\": %ld",
            o->mode == MODE_PINGPONG ? "pingpong" : "connrate", o->conns,
            o->active, elapsed, ops, elapsed > 0 ? (double)ops / elapsed : 0,
            pct_us(lat, 0.50), pct_us(lat, 0.90), pct_us(lat, 0.99),
            pct_us(lat, 0.999), pct_us(lat, 1.0), cpu,
            elapsed > 0 ? cpu / elapsed : 0, srv_cpu,
-           (srv_cpu >= 0 && elapsed > 0) ? srv_cpu / elapsed : -1);
+           (srv_cpu >= 0 && elapsed > 0) ? srv_cpu / elapsed : -1, machine,
+           sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 /* ------------------------------------------------------------------ */
@@ -422,6 +455,7 @@ static int run_pingpong(const struct opts *o)
     int measuring = 0, outstanding = 0;
     uint64_t t_stop = t_end; /* earlier if the -n cap is reached */
     double cpu0 = 0, srv0 = 0, cpu1 = 0, srv1 = 0;
+    uint64_t mb0 = 0, mt0 = 0, mb1 = 0, mt1 = 0;
     for (int s = 0; s < active; s++) {
         cs[s].slot = s;
         if (send_line(&cs[s], o->line_len) < 0)
@@ -434,6 +468,7 @@ static int run_pingpong(const struct opts *o)
             measuring = 1;
             cpu0 = cpu_seconds();
             srv0 = server_cpu_seconds(o->server_pid);
+            machine_jiffies(&mb0, &mt0);
         }
         /* At the end, stop: the lines still in flight are not counted. */
         if (t >= t_end)
@@ -492,6 +527,7 @@ static int run_pingpong(const struct opts *o)
     }
     cpu1 = cpu_seconds();
     srv1 = server_cpu_seconds(o->server_pid);
+    machine_jiffies(&mb1, &mt1);
     /*
      * Collect the echoes still in flight (for at most -g seconds) before
      * closing: closing a socket with unread data sends RST instead of FIN,
@@ -521,7 +557,8 @@ static int run_pingpong(const struct opts *o)
     server_status(o->server_pid, &rss_kb, &threads);
     printf("{");
     print_json_common(o, elapsed, ops, &lat, cpu1 - cpu0,
-                      srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1);
+                      srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1,
+                      machine_share(mb0, mt0, mb1, mt1));
     printf(", \"setup_s\": %.4f, \"setup_worst_connect_ms\": %.3f, "
            "\"errors\": %ld, \"server_rss_kb\": %ld, \"server_threads\": %ld}\n",
            (double)(t_setup_done - t0) / 1e9,
@@ -554,6 +591,8 @@ static int run_connrate(const struct opts *o)
     uint64_t t_hard = t_end + sec_to_ns(o->grace);
     double cpu0 = cpu_seconds(), cpu1 = 0;
     double srv0 = server_cpu_seconds(o->server_pid), srv1 = 0;
+    uint64_t mb0, mt0, mb1 = 0, mt1 = 0;
+    machine_jiffies(&mb0, &mt0);
     int ended = 0;
 
     for (int i = 0; i < n; i++)
@@ -565,6 +604,7 @@ static int run_connrate(const struct opts *o)
             t_end = t; /* the window closes now (earlier if -n was hit) */
             cpu1 = cpu_seconds();
             srv1 = server_cpu_seconds(o->server_pid);
+            machine_jiffies(&mb1, &mt1);
         }
         if (ended && (open_slots == 0 || t >= t_hard))
             break;
@@ -639,7 +679,8 @@ static int run_connrate(const struct opts *o)
     qsort(cts.v, cts.n, sizeof *cts.v, cmp_u64);
     printf("{");
     print_json_common(o, elapsed, ops, &lat, cpu1 - cpu0,
-                      srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1);
+                      srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1,
+                      machine_share(mb0, mt0, mb1, mt1));
     /* Attempts still connecting at the hard deadline waited at least this. */
     uint64_t t_stop = now_ns();
     long unfinished = 0;

@@ -23,6 +23,8 @@ Results = dict[str, Any]
 #: A generator using at least this share of its core is probably what limits
 #: the figure (it is single-threaded), so the figure is flagged.
 GENERATOR_BOUND = 0.9
+#: The whole machine at least this busy (all cores): the box is the limit.
+MACHINE_BOUND = 0.95
 
 BASELINE = "stdlib-threading"
 BARE_LOOP = "selectors-loop"
@@ -180,15 +182,34 @@ def fmt_ratio(xs: list[float]) -> str:
     return f"{med:.2f}× ({min(xs):.2f}–{max(xs):.2f})"
 
 
+def cell(text: str) -> str:
+    """Table cells are one line, and a | would end the cell."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return lines
 
 
 def gen_flag(runs: list[Result]) -> str:
+    """† if the generator, ‡ if the whole machine, was near saturation."""
     share = median(values(runs, "cpu_share"))
-    return " †" if share is not None and share >= GENERATOR_BOUND else ""
+    box = median(values(runs, "machine_busy_share"))
+    flags = ""
+    if share is not None and share >= GENERATOR_BOUND:
+        flags += "†"
+    if box is not None and box >= MACHINE_BOUND:
+        flags += "‡"
+    return " " + flags if flags else ""
+
+
+FLAG_NOTE = (
+    f"† the generator used at least {GENERATOR_BOUND:.0%} of its core (it is one thread): the "
+    f"figure may be the client's limit. ‡ the machine was at least {MACHINE_BOUND:.0%} busy "
+    "(all cores, from /proc/stat): the figure may be the box's limit."
+)
 
 
 # --------------------------------------------------------------------------
@@ -261,10 +282,11 @@ def summary_section(results: Results) -> list[str]:
             runs = scs[k]["runs"].get(name, [])
             med = median(values(runs))
             share = median(values(runs, "cpu_share"))
-            cell = fmt_num(med) if med is not None else "failed" if runs else "–"
+            text = fmt_num(med) if med is not None else "failed" if runs else "–"
+            box = median(values(runs, "machine_busy_share"))
             if med is not None and share is not None:
-                cell += f" (gen {fmt_share(share)}){gen_flag(runs)}"
-            row.append(cell)
+                text += f" (gen {fmt_share(share)}, box {fmt_share(box)}){gen_flag(runs)}"
+            row.append(text)
             if k in cr:
                 worst = values(runs, "connect_max_ms")
                 row.append(fmt_ms(max(worst)) if worst else "–")
@@ -273,8 +295,9 @@ def summary_section(results: Results) -> list[str]:
         "## Summary",
         "",
         "Medians of the interleaved repeats; beside each figure, the load generator's CPU use "
-        "as a share of one core (gen). † marks a figure where the generator used at least "
-        f"{GENERATOR_BOUND:.0%} of its core: there the client, not the server, may be the limit. "
+        "as a share of one core (gen) and how busy the whole machine was (box, all cores). "
+        + FLAG_NOTE
+        + " "
         "Worst connect is the slowest connect() of all repeats.",
         "",
         *table(header, rows),
@@ -427,6 +450,7 @@ def scenario_table(sc: Results, results: Results) -> list[str]:
                 fmt_us(med("lat_p99_us")),
                 fmt_share(med("cpu_share")),
                 fmt_share(med("server_cpu_share")),
+                fmt_share(med("machine_busy_share")),
                 fmt_num(med("server_cpu_us_per_op")),
             ]
         elif fam == "connrate":
@@ -443,6 +467,7 @@ def scenario_table(sc: Results, results: Results) -> list[str]:
                 str(errs),
                 fmt_share(med("cpu_share")),
                 fmt_share(med("server_cpu_share")),
+                fmt_share(med("machine_busy_share")),
                 fmt_num(med("server_cpu_us_per_op")),
             ]
         elif fam == "idle":
@@ -457,6 +482,7 @@ def scenario_table(sc: Results, results: Results) -> list[str]:
                 fmt_num(med("server_threads")),
                 fmt_share(med("cpu_share")),
                 fmt_share(med("server_cpu_share")),
+                fmt_share(med("machine_busy_share")),
             ]
         elif fam == "shutdown":
             lat = sorted(x * 1e3 for r in oks for x in r["latencies_s"])
@@ -500,6 +526,7 @@ HEADERS: dict[str, list[str]] = {
         "latency p99",
         "generator CPU",
         "server CPU",
+        "machine CPU",
         "server CPU µs per round trip",
     ],
     "http": [
@@ -510,6 +537,7 @@ HEADERS: dict[str, list[str]] = {
         "latency p99",
         "wrk CPU",
         "server CPU",
+        "machine CPU",
         "server CPU µs per request",
     ],
     "connrate": [
@@ -522,6 +550,7 @@ HEADERS: dict[str, list[str]] = {
         "errors",
         "generator CPU",
         "server CPU",
+        "machine CPU",
         "server CPU µs per connection",
     ],
     "idle": [
@@ -535,6 +564,7 @@ HEADERS: dict[str, list[str]] = {
         "server threads",
         "generator CPU",
         "server CPU",
+        "machine CPU",
     ],
     "shutdown": ["server", "trials", "p50", "p90", "p99", "max"],
     "wakeups": [
@@ -559,9 +589,11 @@ EXPLAIN: dict[str, str] = {
         Each connection sends a 64-byte line, waits for the whole echo, and sends the next; the
         figure is completed round trips per second over the measured window (after a warm-up),
         latency is per round trip. CPU shares are of one core over the window: generator from its
-        own getrusage(), server from /proc/PID/stat (all threads). On loopback the kernel's TCP
-        work for a segment is done in the sender's system call, so each side's CPU includes part
-        of the other's networking.
+        own getrusage(), server from /proc/PID/stat (all threads); machine CPU is the busy share
+        of all cores from /proc/stat. On loopback the kernel's TCP work for a segment is mostly
+        done in the sender's system call, so each side's CPU includes part of the other's
+        networking, and what the kernel defers to ksoftirqd belongs to neither: the machine's
+        share is the one that shows a saturated box.
     """),
     "connrate": para("""
         Connect, send one line, read the echo, close, repeat, with this many attempts in flight.
@@ -802,12 +834,8 @@ def write_report(results: Results, out: Path) -> None:
         lines += [meta["command"] + "   # runs all of the below", *sc["commands"], "```", ""]
         lines += scenario_table(sc, results)
         lines.append("")
-        if fam in ("pingpong", "connrate", "idle"):
-            lines += [
-                "† the generator used at least "
-                f"{GENERATOR_BOUND:.0%} of its core: the figure may be the client's limit.",
-                "",
-            ]
+        if any(gen_flag(runs) for runs in sc["runs"].values()):
+            lines += [FLAG_NOTE, ""]
         if sc.get("notes"):
             lines += [f"- {n}" for n in sc["notes"]] + [""]
         fails = failures(sc, results)

@@ -182,6 +182,19 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores, from /proc/stat (as loadgen.c does).
+
+    Busy is everything but idle and iowait.  The machine's busy share shows a
+    saturated box even when the kernel's network work ran in ksoftirqd and so
+    belongs to neither the client nor the server.
+    """
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    total = sum(fields)
+    return total - fields[3] - fields[4], total
+
+
 def proc_context_switches(pid: int) -> tuple[int, int, int]:
     """(voluntary, involuntary, threads) summed over the process's threads.
 
@@ -268,13 +281,17 @@ class ServerProcess:
 # Load generator
 
 
-def loadgen_args(mode: str, conns: int, seconds: float, s: Settings, active: int = 0) -> list[str]:
+def loadgen_args(
+    mode: str, conns: int, seconds: float, s: Settings, active: int = 0, setup_timeout: float = 0
+) -> list[str]:
     """Generator arguments without -p/-P (added per run); shown in the report."""
     args = ["-m", mode, "-c", str(conns), "-d", str(seconds), "-g", str(s.grace_seconds)]
     if mode == "pingpong":
         args += ["-w", str(s.warmup_seconds), "-k", str(s.setup_inflight)]
         if active:
             args += ["-a", str(active)]
+        if setup_timeout:
+            args += ["-s", str(setup_timeout)]
     return args
 
 
@@ -471,9 +488,13 @@ def strace_syscalls(pid: int, seconds: float, strace: str) -> Result:
             proc.kill()
             proc.communicate()
             return {"strace_error": "strace did not detach"}
-        calls = parse_strace_summary(out.read())
-        if not calls and b"attach" in err:
-            return {"strace_error": err.decode(errors="replace").strip()[-200:]}
+        summary = out.read()
+        calls = parse_strace_summary(summary)
+        # strace writes an empty summary when it attached and saw no call.
+        attached = b"attached" in err or "% time" in summary
+        if not calls and not attached:
+            message = " ".join(err.decode(errors="replace").split())
+            return {"strace_error": message[-200:] or "strace printed no summary"}
     return {
         "syscalls": sum(calls.values()),
         "syscalls_per_s": sum(calls.values()) / seconds,
@@ -513,6 +534,7 @@ def http_scenario(conns: int, servers: list[str], s: Settings, wrk: str) -> Scen
             cmd = [wrk, *args, f"http://127.0.0.1:{server.port}/"]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu0 = proc_cpu_seconds(server.pid)
+            busy0, total0 = machine_jiffies()
             try:
                 out = subprocess.run(
                     cmd, capture_output=True, text=True, timeout=s.http_seconds + 30
@@ -520,6 +542,7 @@ def http_scenario(conns: int, servers: list[str], s: Settings, wrk: str) -> Scen
             except subprocess.TimeoutExpired as exc:
                 raise BenchError("wrk did not finish in time") from exc
             cpu1 = proc_cpu_seconds(server.pid)
+            busy1, total1 = machine_jiffies()
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             result = parse_wrk(out.stdout)
             # wrk does not report its own CPU: it is the only child reaped
@@ -527,6 +550,8 @@ def http_scenario(conns: int, servers: list[str], s: Settings, wrk: str) -> Scen
             wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             result["cpu_share"] = wrk_cpu / s.http_seconds
             result["server_cpu_share"] = (cpu1 - cpu0) / s.http_seconds
+            if total1 > total0:
+                result["machine_busy_share"] = (busy1 - busy0) / (total1 - total0)
             if result["ops"]:
                 result["server_cpu_us_per_op"] = (cpu1 - cpu0) / result["ops"] * 1e6
             if result["non_2xx"] or result["errors"]:
@@ -612,7 +637,12 @@ def build_scenarios(
                 f"idle scenario skipped: RLIMIT_NOFILE hard limit {hard} < {n} connections"
             )
         else:
-            args = loadgen_args("pingpong", n, s.idle_seconds, s, active=s.idle_active)
+            # Opening 10,000 connections one thread each takes the stdlib
+            # tens of seconds (its thread list is pruned on every accept, so
+            # set-up grows with the square of the count): allow it.
+            args = loadgen_args(
+                "pingpong", n, s.idle_seconds, s, active=s.idle_active, setup_timeout=150
+            )
             scenarios.append(
                 echo_load_scenario(
                     f"idle-{n}",
@@ -621,7 +651,7 @@ def build_scenarios(
                     "round trips/s",
                     echo,
                     args,
-                    60 + s.idle_seconds + s.warmup_seconds + s.grace_seconds + 30,
+                    150 + s.idle_seconds + s.warmup_seconds + s.grace_seconds + 30,
                     s,
                     {"conns": n, "active": s.idle_active, "seconds": s.idle_seconds},
                 )
