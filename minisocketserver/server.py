@@ -453,8 +453,10 @@ def serve_loop(
     try:
         with Reactor(selector_class) as reactor:
             for server in serving:
-                server._attach(reactor)
+                # _reactor first: an _attach() that pauses accepting at once
+                # (a thread limit already reached) unwatches through it.
                 server._reactor = reactor
+                server._attach(reactor)
             periodic = any(server._has_periodic_work() for server in serving)
             timeout = poll_interval if periodic else None
             while True:

@@ -6,12 +6,15 @@ synchronises on socket reads, joins and events posted to the loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,35 @@ def test_drain_returns_zero_when_everything_finishes_in_time(no_leaks: Resources
         assert client.recv(16) == b""
         assert server.drain(timeout=WAIT) == 0
         client.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_restarted_loop_starts_paused_while_workers_fill_the_limit(
+    no_leaks: Resources,
+) -> None:
+    class Bounded(socketserver.ThreadingTCPServer):
+        max_threads = 1
+
+    server = Bounded(("127.0.0.1", 0), Gate)
+    with connect_after_start(server) as first:
+        assert recv_exactly(first, 8) == b"started\n"
+        server.shutdown()  # the loop stops; the worker holding `first` does not
+        with serving(server), connect(server.server_address) as waiting:
+            readable, _, _ = select.select([server.socket], [], [], WAIT)
+            loop_has_turned(server)
+            assert readable and len(server._threads) == 1, "the new loop accepted past the limit"
+            first.sendall(b"done\n")
+            assert recv_exactly(waiting, 8) == b"started\n"
+            waiting.sendall(b"done\n")
+
+
+@contextlib.contextmanager
+def connect_after_start(server: socketserver.TCPServer) -> Iterator[socket.socket]:
+    """Start serve_forever on a thread and connect one client; join the thread after."""
+    loop = threading.Thread(target=server.serve_forever)
+    loop.start()
+    try:
+        with connect(server.server_address) as client:
+            yield client
+    finally:
+        loop.join(WAIT)
