@@ -455,7 +455,7 @@ def test_difference_finished_threads_are_forgotten_at_once(no_leaks: Resources) 
 
         from support import serving
 
-        with serving(impl.ThreadingTCPServer(("127.0.0.1", 0), Quick)) as server:
+        with serving(impl.ThreadingTCPServer(("127.0.0.1", 0), Quick), 0.05) as server:
             with connect(server.server_address) as client:
                 assert recv_until_eof(client) == b"done"
             for worker in list(server._threads):
@@ -486,3 +486,49 @@ def test_datagram_longer_than_max_packet_size_is_truncated(
             return [client.recv(100)]
 
     assert run(ours) == run(stdlib) == [b"0123456789"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_shutdown_request_sends_eof_even_while_the_socket_is_shared(
+    kind: str, model: str, sockdir: str, no_leaks: Resources
+) -> None:
+    """shutdown_request shuts the write side before closing.
+
+    A handler keeps a duplicate of its connection open (as a subprocess or a
+    forked child would): close() alone would send no FIN, so only the
+    SHUT_WR makes the client see EOF.
+    """
+    kept: list[socket.socket] = []
+
+    def keep_a_duplicate(handler: Any) -> None:
+        handler.rfile.read()
+        handler.wfile.write(b"reply")
+        kept.append(handler.connection.dup())
+
+    try:
+        theirs, mine = differential(
+            kind, model, sockdir, run_exchanges, [b"q"], body=keep_a_duplicate
+        )
+    finally:
+        for sock in kept:
+            sock.close()
+    assert_same(theirs, mine)
+    assert mine.replies == [b"reply"]
+
+
+@pytest.mark.parametrize("option", ["allow_reuse_address", "allow_reuse_port"])
+@pytest.mark.parametrize("value", [False, True])
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_reuse_options_set_the_socket_options(
+    kind: str, option: str, value: bool, no_leaks: Resources
+) -> None:
+    if option == "allow_reuse_port" and not hasattr(stdlib.TCPServer, option):
+        pytest.skip("stdlib before 3.11 has no allow_reuse_port")
+    sockopt = socket.SO_REUSEADDR if option == "allow_reuse_address" else socket.SO_REUSEPORT
+    seen = []
+    for impl in IMPLS.values():
+        cls = type("Reuse", (server_class(impl, kind, "sync"),), {option: value})
+        with cls(("127.0.0.1", 0), impl.BaseRequestHandler) as server:
+            seen.append(server.socket.getsockopt(socket.SOL_SOCKET, sockopt) != 0)
+    assert seen == [value, value]

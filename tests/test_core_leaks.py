@@ -285,3 +285,39 @@ def test_forking_unix_datagrams_leave_nothing(sockdir: str, no_leaks: Resources)
             message = b"%d" % i
             reply = datagram_exchange("unix_dgram", server.server_address, message, sockdir)
             assert reply == message
+
+
+def test_forking_loop_reaps_children_in_service_actions(no_leaks: Resources) -> None:
+    all_reaped = threading.Event()
+
+    class Server(ours.ForkingTCPServer):
+        def service_actions(self) -> None:
+            super().service_actions()
+            if self.active_children == set():
+                all_reaped.set()
+
+    with serving(Server(("127.0.0.1", 0), Echo), poll_interval=0.01) as server:
+        for message in (b"a", b"b", b"c"):
+            assert stream_exchange("tcp", server.server_address, message) == message
+        # Reaped while serving (by the loop), not only by server_close().
+        assert all_reaped.wait(WAIT)
+
+
+def test_forking_handle_request_reaps_children_in_handle_timeout(no_leaks: Resources) -> None:
+    class Server(ours.ForkingTCPServer):
+        timeout = 0.01
+
+    with Server(("127.0.0.1", 0), Echo) as server:
+        with connect(server.server_address) as client:
+            client.sendall(b"x")
+            client.shutdown(socket.SHUT_WR)
+            server.handle_request()
+            assert recv_until_eof(client) == b"x"
+        assert len(server.active_children) == 1
+        # Each handle_request() with no client times out into
+        # handle_timeout(), which reaps; the child exits soon after its EOF.
+        for _ in range(int(WAIT / Server.timeout)):
+            server.handle_request()
+            if not server.active_children:
+                break
+        assert server.active_children == set()
