@@ -10,6 +10,7 @@ into the parent's loop.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
 from collections.abc import Iterator
@@ -232,7 +233,8 @@ def test_child_exit_status_and_it_never_returns_to_the_loop(
             raise KeyboardInterrupt
         handler.wfile.write(b"ok")
 
-    statuses = {}
+    statuses: dict[int, tuple[bytes, int]] = {}
+    forked: queue.Queue[int] = queue.Queue()
     with Recorder(f"{sockdir}/trace") as recorder:
         cls = recording_server(server_class(impl, "tcp", "forking"), recorder)
 
@@ -240,6 +242,12 @@ def test_child_exit_status_and_it_never_returns_to_the_loop(
             # Reaping is the test's job here, to read each exit status.
             def collect_children(self, *, blocking: bool = False) -> None:
                 pass
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                before = set(self.active_children or ())
+                super().process_request(request, client_address)  # the child never returns
+                (pid,) = self.active_children - before
+                forked.put(pid)
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 recorder.record("handle_error")
@@ -251,7 +259,9 @@ def test_child_exit_status_and_it_never_returns_to_the_loop(
                     client.sendall(request)
                     client.shutdown(socket.SHUT_WR)
                     recv_until_eof(client)
-                (pid,) = server.active_children - set(statuses)
+                # From the loop, once it recorded the child: the client's EOF
+                # can come before the parent's fork() has even returned.
+                pid = forked.get(timeout=WAIT)
                 _, status = os.waitpid(pid, 0)
                 statuses[pid] = (request, os.waitstatus_to_exitcode(status))
         trace = recorder.trace()
