@@ -1,0 +1,213 @@
+"""The fault scenarios, each runnable against any model, each returning its figures.
+
+The tests (tests/test_faults_*.py) run these and assert on what they
+return; tests/fault_figures.py runs the same functions and prints the
+table in docs/reliability.md.  Every scenario ends with a normal client
+(``probe``) that must be answered, and checks its own must-hold properties
+with ``assert`` as it goes, so a figure is only ever printed from a run in
+which they held.
+
+Clients live in the ``ClientHost`` process (see fault_clients.py for why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fault_clients import ClientHost, Received
+from fault_models import ErrorPipe, Model, error_pipe
+from support import WAIT, serving
+
+
+@dataclass
+class Tally:
+    """What one scenario did, for the figures table."""
+
+    clients: int = 0
+    faults: int = 0
+    #: Requests that had to be answered, and those that were.
+    expected: int = 0
+    answered: int = 0
+    #: ``handle_error`` reports (and multiplexed ``finish`` calls), by name.
+    reports: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.expected - self.answered
+
+    def check(self, replies: list[Received], requests: list[bytes]) -> None:
+        """Count replies that are exactly the service's answer, ended by the server's EOF."""
+        self.expected += len(requests)
+        for got, request in zip(replies, requests, strict=True):
+            if got.data == b"<" + request.rstrip(b"\n") + b">\n" and got.end == "eof":
+                self.answered += 1
+
+
+@contextlib.contextmanager
+def running(model: Model, **config: Any) -> Iterator[tuple[Any, ErrorPipe]]:
+    """A server of ``model`` serving on a thread, and its error pipe."""
+    with error_pipe() as errors, serving(model.build(errors=errors, **config)) as server:
+        yield server, errors
+
+
+def probe(host: ClientHost, server: Any, tally: Tally) -> None:
+    """A normal client after the faults: it must be answered."""
+    [client] = host.connect(server.server_address)
+    host.send([client], b"probe\n")
+    host.shut_wr([client])
+    tally.clients += 1
+    tally.check(host.read([client]), [b"probe\n"])
+    assert tally.lost == 0, f"lost {tally.lost} of {tally.expected} requests"
+
+
+#: The reset waves: (clients, what each sends before its RST).
+RESET_WAVES = ((100, b""), (50, b"partial request"), (50, b"whole request\n"))
+
+
+def resets(model: Model, host: ClientHost, good: int = 10) -> Tally:
+    """Clients that reset (RST) before, during and after their request, in waves.
+
+    Each wave's clients all connect, then all reset at once (100, 50 and 50
+    by ``RESET_WAVES``).  ``good`` well-behaved clients are mixed into each
+    wave; they and the final probe must be answered.
+    """
+    tally = Tally()
+    with running(model) as (server, errors):
+        for n, payload in RESET_WAVES:
+            rude = host.connect(server.server_address, n)
+            fine = host.connect(server.server_address, good)
+            if payload:
+                host.send(rude, payload)
+            requests = [b"good %d\n" % i for i in fine]
+            for client, request in zip(fine, requests, strict=True):
+                host.send([client], request)
+            host.shut_wr(fine)
+            host.reset(rude)
+            tally.clients += n + good
+            tally.faults += n
+            tally.check(host.read(fine), requests)
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+def half_close(model: Model, host: ClientHost, n: int = 50) -> Tally:
+    """Clients that send a request, then shut their write side; the reply must arrive.
+
+    Half of the requests end in ``\\n``, half are completed by the EOF alone.
+    """
+    tally = Tally()
+    with running(model) as (server, errors):
+        clients = host.connect(server.server_address, n)
+        requests = [b"half-closed %d" % i + (b"\n" if i % 2 else b"") for i in clients]
+        for client, request in zip(clients, requests, strict=True):
+            host.send([client], request)
+        host.shut_wr(clients)
+        tally.clients += n
+        tally.faults += n
+        tally.check(host.read(clients), requests)
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+#: Per-connection timeout for the slow-client scenarios (seconds).
+SLOW_TIMEOUT = 0.5
+#: A server closes an idle client within this long after its timeout.
+#: Generous: a loaded CI core may be slow to schedule the handler.
+LATE = 3.0
+
+
+def slowloris(model: Model, host: ClientHost, silent: int = 5, trickling: int = 5) -> Tally:
+    """Clients that send nothing, or a byte at a time; the timeout frees the server.
+
+    Concurrent models: a normal client is answered while the slow clients
+    are still connected (they do not block it); once the trickle stops,
+    every slow client is closed ``SLOW_TIMEOUT`` after its last byte, give
+    or take ``LATE``.  The synchronous model serves one connection at a
+    time, so it is run with one client of each kind: a silent client holds
+    it for ``SLOW_TIMEOUT``; a trickling client holds it as long as it
+    trickles (the timeout bounds each read, not the request), and the
+    normal client is answered only after the trickle stops and the timeout
+    expires.
+    """
+    timeout = SLOW_TIMEOUT if model.concurrent else 1.2 * SLOW_TIMEOUT
+    if not model.concurrent:
+        silent = trickling = 1
+    tally = Tally()
+    with running(model, timeout=timeout) as (server, errors):
+        quiet = host.connect(server.server_address, silent)
+        slow = host.connect(server.server_address, trickling)
+        # A byte every tenth of the timeout: never idle long enough to be cut.
+        host.trickle(slow, b"s" * 400, interval=timeout / 10)
+        [normal] = host.connect(server.server_address)
+        host.send([normal], b"normal\n")
+        host.shut_wr([normal])
+        tally.clients += silent + trickling + 1
+        tally.faults += silent + trickling
+        if model.concurrent:
+            tally.check(host.read([normal]), [b"normal\n"])
+            # Answered while every trickling client was still connected.
+            still_open = host.read(slow, size=1, timeout=0)
+            assert all(r.end == "timeout" for r in still_open), still_open
+        else:
+            # Held by the trickling client: the wait is the proof, not a sleep.
+            [waited] = host.read([normal], timeout=1.5 * timeout)
+            assert waited.end == "timeout" and not waited.data, waited
+        host.stop_trickle()
+        if not model.concurrent:
+            tally.check(host.read([normal]), [b"normal\n"])
+        for got in host.read(quiet + slow, timeout=WAIT):
+            assert got.end in ("eof", "reset"), got
+            assert 0.95 * timeout <= got.idle <= timeout + LATE, got.idle
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+#: Size of the reply a client asks for and never reads (bytes).
+BIG_REPLY = 8_000_000
+
+
+def never_reads(model: Model, host: ClientHost) -> Tally:
+    """A client asks for a large reply and never reads it.
+
+    With a timeout, the handler's blocked send times out (TimeoutError ->
+    ``handle_error``, connection closed); the multiplexing model closes
+    the connection once it made no progress for its idle timeout.  Either
+    way the client, reading at last, gets part of the reply, then EOF.
+    """
+    tally = Tally()
+    with running(model, timeout=SLOW_TIMEOUT) as (server, errors):
+        [client] = host.connect(server.server_address, rcvbuf=4096)
+        host.send([client], b"big %d\n" % BIG_REPLY)
+        tally.clients += 1
+        tally.faults += 1
+        gave_up = "finish" if model.multiplexed else "TimeoutError"
+        assert errors.wait_for(1, WAIT, gave_up) == [gave_up], errors.seen
+        [got] = host.read([client])
+        assert got.end == "eof" and len(got.data) < BIG_REPLY, (got.end, len(got.data))
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+def handler_raises(model: Model, host: ClientHost, n: int = 20) -> Tally:
+    """Handlers that raise an ordinary exception: ``handle_error``, connection closed."""
+    tally = Tally()
+    with running(model) as (server, errors):
+        clients = host.connect(server.server_address, n)
+        host.send(clients, b"raise error\n")
+        host.shut_wr(clients)
+        tally.clients += n
+        tally.faults += n
+        for got in host.read(clients):
+            assert got.data == b"" and got.end in ("eof", "reset"), got
+        reported = errors.wait_for(n, WAIT, "RuntimeError")
+        assert reported.count("RuntimeError") == n, reported
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
