@@ -1,5 +1,9 @@
 """The command line: ``python -m minisocketserver COMMAND``.
 
+``tour [MODEL]`` runs an echo service with the call-flow tracer on and
+prints every hook call live, each with why it exists and where the
+walkthrough explains it (see ``minisocketserver.tour``).
+
 ``echo`` runs the seed document's echo server: every chunk a client sends
 comes back with "好" appended, on 127.0.0.1:8001 unless told otherwise.  Try
 it with ``nc 127.0.0.1 8001`` or ``docs/examples/echo_client.py``.
@@ -11,6 +15,7 @@ import argparse
 from collections.abc import Sequence
 
 from . import handlers, sockets, threading_mixin
+from . import tour as tour_mod
 
 #: What the seed's server appends to every reply.
 SUFFIX = "好".encode()
@@ -74,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--host", default="127.0.0.1")
     echo.add_argument("--port", type=int, default=8001, help="0 picks a free port")
     echo.add_argument("--model", choices=["sync", "threading", "forking"], default="threading")
+    tour = commands.add_parser(
+        "tour", help="run an echo service and print its call flow live, step by step")
+    tour.add_argument("model", nargs="?", default="threading", choices=tour_mod.MODELS,
+                      help="concurrency model / server to tour (default: threading)")
+    tour.add_argument("--server", metavar="module:Class",
+                      help="tour your own server class instead of the model's")
+    tour.add_argument("--handler", metavar="module:Class",
+                      help="tour your own request handler class")
     return parser
 
 
@@ -81,4 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "echo":
         return run_echo(args.host, args.port, args.model)
+    if args.command == "tour":
+        return tour_mod.run_tour(args.model, args.server, args.handler)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others

@@ -1,0 +1,388 @@
+"""``python -m minisocketserver tour [MODEL]``: watch a request travel, live.
+
+The tour runs a real echo service on 127.0.0.1 (a port the kernel picks;
+a temporary path for ``unix``), connects two clients one after the other,
+shuts the server down, and prints each call the tracer records *as it is
+recorded*, with one line on why that step exists and the chapter of the
+walkthrough that explains it.  Nothing printed is scripted: the lines come
+from the recording, so a hook overridden in ``--server``/``--handler``
+classes shows up as the user's own code.
+
+The same driver records the flows in ``diagrams/`` (see diagrams.py): it
+lets every thread go quiet before each step, which is what makes a
+recording of real threads render identically on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import socket
+import sys
+import tempfile
+import threading
+from typing import Any, TextIO
+
+from . import handlers
+from .server import BaseServer
+from .threading_mixin import ThreadingMixIn
+from .tracer import Event, Tracer, timeline_lines
+
+#: What each hook is for, and the chapter that explains it, keyed by name.
+#: The tour looks every recorded call up here; a hook of the user's own
+#: (not in the table) is printed without an explanation.
+EXPLAIN: dict[str, tuple[str, str]] = {
+    "__init__": ("constructor: store address and handler class, open the socket",
+                 "docs/04-socket-servers.md"),
+    "server_bind": ("bind the socket; port 0 becomes the port the kernel chose",
+                    "docs/04-socket-servers.md"),
+    "server_activate": ("listen(): the kernel now queues connections for us",
+                        "docs/04-socket-servers.md"),
+    "serve_forever": ("the loop: wait, dispatch, service_actions, until shutdown()",
+                      "docs/03-baseserver.md"),
+    "_attach": ("register the listening socket with this loop's selector",
+                "docs/03-baseserver.md"),
+    "watch": ("ask the selector to report this descriptor ready",
+              "docs/02-select-loop.md"),
+    "unwatch": ("stop watching a descriptor", "docs/02-select-loop.md"),
+    "select": ("block until a listener, a connection, a timer or a wake-up is ready",
+               "docs/02-select-loop.md"),
+    "wake": ("write one byte to the loop's socketpair so select() returns now",
+             "docs/09-shutdown.md"),
+    "_on_listener_ready": ("the listener is readable: a client is waiting to be accepted",
+                           "docs/03-baseserver.md"),
+    "_handle_request_noblock": ("one ready request through the pipeline, never blocking",
+                                "docs/03-baseserver.md"),
+    "get_request": ("accept() a connection (recvfrom() a datagram)",
+                    "docs/04-socket-servers.md"),
+    "verify_request": ("policy check: returning False refuses the request",
+                       "docs/03-baseserver.md"),
+    "process_request": ("hand the request to the concurrency model",
+                        "docs/03-baseserver.md"),
+    "process_request_thread": ("the worker thread's body: finish, then shut down the request",
+                               "docs/06-threading.md"),
+    "finish_request": ("build RequestHandlerClass(request, client_address, server)",
+                       "docs/05-handlers.md"),
+    "setup": ("handler prepares: socket options, rfile and wfile",
+              "docs/05-handlers.md"),
+    "handle": ("the handler's work: read the request, write the reply",
+               "docs/05-handlers.md"),
+    "finish": ("handler cleans up; runs even if handle() raised",
+               "docs/05-handlers.md"),
+    "data_received": ("a chunk arrived on a multiplexed connection",
+                      "docs/08-multiplexing.md"),
+    "line_received": ("a whole line arrived on a multiplexed connection",
+                      "docs/08-multiplexing.md"),
+    "eof_received": ("the client half-closed its side", "docs/08-multiplexing.md"),
+    "send": ("queue bytes; the kernel takes what fits now, never blocking",
+             "docs/08-multiplexing.md"),
+    "close": ("end the connection once its output has drained",
+              "docs/08-multiplexing.md"),
+    "_on_ready": ("a connection is readable or writable: one recv()/send()",
+                  "docs/08-multiplexing.md"),
+    "_end": ("the connection is over: unwatch, finish(), shutdown_request()",
+             "docs/08-multiplexing.md"),
+    "shutdown_request": ("end the request: SHUT_WR so the reply is flushed, then close",
+                         "docs/04-socket-servers.md"),
+    "close_request": ("close the connection's socket", "docs/04-socket-servers.md"),
+    "handle_error": ("a stage raised: print the traceback, keep serving",
+                     "docs/03-baseserver.md"),
+    "service_actions": ("once per loop iteration; the forking model reaps here",
+                        "docs/03-baseserver.md"),
+    "collect_children": ("waitpid(): reap children that have exited",
+                         "docs/07-forking.md"),
+    "shutdown": ("ask the loop to stop, wake it, wait until it has",
+                 "docs/09-shutdown.md"),
+    "_detach": ("take a server's descriptors out of a loop that goes on",
+                "docs/09-shutdown.md"),
+    "_serving_ended": ("the loop lets the server go: shutdown() may return",
+                       "docs/09-shutdown.md"),
+    "handle_request": ("handle exactly one request, waiting at most timeout",
+                       "docs/03-baseserver.md"),
+    "handle_timeout": ("handle_request() waited timeout seconds for nothing",
+                       "docs/03-baseserver.md"),
+    "server_close": ("close the listening socket; wait for workers or children",
+                     "docs/09-shutdown.md"),
+}
+
+#: The server class each MODEL tours.
+MODELS = ["threading", "sync", "forking", "udp", "unix", "multiplexing"]
+
+#: What the tour's echo appends, as the seed's server did.
+SUFFIX = "好".encode()
+
+
+class DatagramEchoHandler(handlers.DatagramRequestHandler):
+    """Answer a datagram with itself plus "好"."""
+
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.read() + SUFFIX)
+
+
+def available_models() -> list[str]:
+    """The models this platform and this tree have."""
+    return [m for m in MODELS if _model_classes(m) is not None]
+
+
+def _model_classes(model: str) -> tuple[type, type] | None:
+    package = sys.modules[__package__ or "minisocketserver"]
+    from .cli import SeedEchoHandler
+
+    names: dict[str, tuple[str, type | None]] = {
+        "threading": ("ThreadingTCPServer", SeedEchoHandler),
+        "sync": ("TCPServer", SeedEchoHandler),
+        "forking": ("ForkingTCPServer", SeedEchoHandler),
+        "udp": ("UDPServer", DatagramEchoHandler),
+        "unix": ("UnixStreamServer", SeedEchoHandler),
+        "multiplexing": ("MultiplexingTCPServer", None),
+    }
+    name, handler = names[model]
+    server_class = getattr(package, name, None)
+    if not isinstance(server_class, type):
+        return None
+    if handler is None:
+        handler = _multiplexed_echo_handler()
+    return server_class, handler
+
+
+def _multiplexed_echo_handler() -> type:
+    from .multiplexing_mixin import MultiplexedRequestHandler
+
+    class MultiplexedEchoHandler(MultiplexedRequestHandler):
+        """Answer every chunk with the chunk plus "好", from the loop's thread."""
+
+        def data_received(self, data: bytes) -> None:
+            self.send(data + SUFFIX)
+
+    return MultiplexedEchoHandler
+
+
+def load_class(spec: str) -> type:
+    """``module:Class`` -> the class (the module is imported)."""
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"expected module:Class, got {spec!r}")
+    value = getattr(importlib.import_module(module_name), class_name)
+    if not isinstance(value, type):
+        raise ValueError(f"{spec} is not a class")
+    return value
+
+
+# -- the driver ---------------------------------------------------------------
+
+
+class EchoSession:
+    """A server on a loop thread and its clients, stepped so that threads go quiet.
+
+    Each step writes a note to the tracer (a segment boundary in the
+    diagrams), acts as a client would, then waits until every traced thread
+    is idle again and every child process reaped.
+    """
+
+    #: Bound on any single wait, in seconds.
+    WAIT = 10.0
+
+    def __init__(self, tracer: Tracer, server_class: type, handler_class: type,
+                 poll_interval: float = 0.5) -> None:
+        self.tracer = tracer
+        self.server_class = server_class
+        self.handler_class = handler_class
+        self.poll_interval = poll_interval
+        self.server: Any = None
+        self._since = 0
+        self._loop: threading.Thread | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self.unix = getattr(server_class, "address_family", None) == getattr(
+            socket, "AF_UNIX", object())
+        self.datagram = getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM
+        # In these models the loop hands the request over and waits again
+        # while it is being handled: the driver lets it get there first.
+        self.hands_off = issubclass(server_class, ThreadingMixIn) or _is_forking(server_class)
+
+    def address(self) -> Any:
+        if self.unix:
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="minisocketserver-tour-")
+            return os.path.join(self._tmpdir.name, "echo.sock")
+        return ("127.0.0.1", 0)
+
+    def construct(self, note: str | None = None) -> Any:
+        if note:
+            self.tracer.note(note)
+        self.server = self.server_class(self.address(), self.handler_class)
+        return self.server
+
+    def start(self) -> None:
+        """Run ``serve_forever`` on the loop thread; return once it waits."""
+        self._loop = threading.Thread(
+            target=self.server.serve_forever, args=(self.poll_interval,),
+            name="tour-loop", daemon=True,
+        )
+        self._loop.start()
+        self.tracer.wait_for(
+            lambda events: any(e.method == "serve_forever" for e in events), self.WAIT)
+        self.tracer.wait_quiet(self.WAIT)
+
+    def request(self, payload: bytes, note: str) -> bytes:
+        """One client: send ``payload``, read the whole answer; then let all go quiet."""
+        self.tracer.note(note)
+        self._since = self.tracer.mark()
+        reply = self._datagram(payload) if self.datagram else self._stream(payload)
+        self.tracer.wait_quiet(self.WAIT)
+        return reply
+
+    def _stream(self, payload: bytes) -> bytes:
+        family = socket.AF_UNIX if self.unix else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as client:
+            client.settimeout(self.WAIT)
+            client.connect(self.server.server_address)
+            client.sendall(payload)
+            if self.hands_off:
+                # Let the loop hand the request over and wait again before
+                # the handler may finish: whether the loop's next reap finds
+                # the child still running must not depend on the scheduler.
+                since = self._since
+                self.tracer.wait_for(lambda events: any(
+                    e.method == "process_request" and e.kind != "call"
+                    for e in events[since:]), self.WAIT)
+                self.tracer.wait_quiet(self.WAIT, loops_only=True)
+            chunks = []
+            # ConnectionError, ENOTCONN: a server that refused the client
+            # closed with our request unread, so the kernel sent a reset.
+            with contextlib.suppress(ConnectionError, OSError):
+                # SHUT_WR, not close(): a forked child holds a copy of this
+                # socket, so only an explicit half-close reaches the handler.
+                client.shutdown(socket.SHUT_WR)
+                while chunk := client.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks)
+
+    def _datagram(self, payload: bytes) -> bytes:
+        family = socket.AF_UNIX if self.unix else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            client.settimeout(self.WAIT)
+            if self.unix:  # a Unix datagram reply needs an address to go to
+                assert self._tmpdir is not None
+                client.bind(os.path.join(self._tmpdir.name, "client.sock"))
+            client.sendto(payload, self.server.server_address)
+            try:
+                return client.recv(65536)
+            except TimeoutError:
+                return b""  # a handler of the user's that does not answer
+
+    def stop(self, note: str | None = None) -> None:
+        """``shutdown()`` from this thread, then join the loop."""
+        if note:
+            self.tracer.note(note)
+        self.server.shutdown()
+        assert self._loop is not None
+        self._loop.join(self.WAIT)
+
+    def close(self, note: str | None = None) -> None:
+        if note:
+            self.tracer.note(note)
+        self.server.server_close()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+
+
+def _is_forking(server_class: type) -> bool:
+    forking = getattr(sys.modules[__package__ or "minisocketserver"], "ForkingMixIn", None)
+    return forking is not None and issubclass(server_class, forking)
+
+
+# -- printing -------------------------------------------------------------------
+
+
+class LivePrinter:
+    """Prints each recorded event with its explanation (the tracer's ``on_event``)."""
+
+    WIDTH = 16
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.calls = 0
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "note":
+            self.out.write(f"\n== {event.text}\n")
+            self.out.flush()
+            return
+        # Only the waits recorded as they happened (fork, a child's exit);
+        # the rest are worked out when a whole recording is rendered.
+        for _, label in event.after:
+            if label:
+                self.out.write(f"{event.lifeline:<{self.WIDTH}}  {'  ' * event.depth}"
+                               f"<~ {label}\n")
+        for line in timeline_lines(event, [], self.WIDTH):
+            self.out.write(line + "\n")
+        if event.kind == "call":
+            self.calls += 1
+            self.out.write(self._explanation(event))
+        self.out.flush()
+
+    def _explanation(self, event: Event) -> str:
+        pad = " " * (self.WIDTH + 2) + "  " * event.depth + "   "
+        known = EXPLAIN.get(event.method)
+        if known is None:
+            return f"{pad}| {event.owner}.{event.method} (your code)\n"
+        text, chapter = known
+        if event.user:
+            text = f"{event.owner} overrides this hook: {text}"
+        return f"{pad}| {text}  [{chapter}]\n"
+
+
+def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
+             out: TextIO = sys.stdout) -> int:
+    """Run the tour; return the exit status."""
+    classes = _model_classes(model)
+    if classes is None:
+        out.write(f"model {model!r} is not available here; try one of "
+                  f"{', '.join(available_models())}\n")
+        return 2
+    server_class, handler_class = classes
+    if server_spec:
+        server_class = load_class(server_spec)
+    if handler_spec:
+        handler_class = load_class(handler_spec)
+    if not issubclass(server_class, BaseServer):
+        out.write(f"{server_class.__name__} is not a minisocketserver server class\n")
+        return 2
+    where = "a temporary path" if getattr(server_class, "address_family", None) == getattr(
+        socket, "AF_UNIX", None) else "127.0.0.1, on a port the kernel picks"
+    out.write(
+        f"minisocketserver tour, {model} model: {server_class.__name__} serving "
+        f"{handler_class.__name__} on {where}.\n"
+        "Every line below is a call recorded by minisocketserver.tracer as it happened:\n"
+        "the thread (or child process) it ran on, the object, the class whose code ran,\n"
+        "then why that step exists and the chapter that explains it.  '->' is a return\n"
+        "value, '<~' something another thread or process did that this step waited for.\n"
+    )
+    printer = LivePrinter(out)
+    tracer = Tracer(on_event=printer)
+    poll = 0.1 if _is_forking(server_class) else 0.5
+    session = EchoSession(tracer, server_class, handler_class, poll_interval=poll)
+    replies = []
+    with tracer:
+        tracer.name_thread("main thread")
+        session.construct(f"the main thread constructs {server_class.__name__}"
+                          f"(address, {handler_class.__name__})")
+        tracer.note("the main thread starts serve_forever() on a new thread, the loop thread")
+        session.start()
+        for number, word in enumerate([b"hello", b"world"], start=1):
+            replies.append(session.request(
+                word, f"client {number} connects, sends {word!r}, then half-closes (SHUT_WR)"))
+        session.stop("the main thread calls shutdown()")
+        session.close("the main thread calls server_close()")
+    recording = tracer.recording()
+    on = sorted({e.lifeline for e in recording.events
+                 if e.kind == "call" and e.method == "finish_request"})
+    out.write(
+        f"\n== done: {printer.calls} calls on {len(recording.lifelines)} lifelines; "
+        f"replies {replies}\n"
+        f"finish_request ran on: {', '.join(on) or 'nothing'}.\n"
+        "The same flows as diagrams: diagrams/*.svg (regenerate with "
+        "python -m minisocketserver.diagrams); the walkthrough starts at "
+        "docs/01-blocking-server.md.\n"
+    )
+    return 0

@@ -1,0 +1,835 @@
+"""The call-flow tracer: record which hook runs, on which thread, in what order.
+
+Design map, part 7 (after handlers.py).  While a :class:`Tracer` is
+enabled, every hook of the library -- the server pipeline, the loop, the
+reactor's ``select``/``wake``, the mixins, the handlers -- and every method
+of a user's subclass that overrides one of them is replaced, on its class,
+by a wrapper that records the call and its return or exception::
+
+    with Tracer() as tracer:            wrap the hooks on their classes
+        ... run a server, talk to it ...
+    recording = tracer.recording()      restore them; keep what was seen
+    recording.to_mermaid()              a sequenceDiagram
+    recording.to_timeline()             plain text, one line per step
+
+Off by default and free when off: nothing in the library checks a flag.
+The wrappers exist only while a tracer is enabled; ``disable()`` puts the
+original functions back on their classes, so an untraced server runs
+exactly the code it would run had this module never been imported.  The
+wrappers use ``functools.wraps`` (they carry ``__wrapped__``), which is how
+``BaseServer._has_periodic_work`` tells a traced ``service_actions`` from
+an overridden one.
+
+Deterministic output.  A recording of real threads is ordered by the
+scheduler, so the renderers do not print it in arrival order.  They cut it
+into *segments* at the notes a scenario writes (``tracer.note("client 1
+connects")``) and, inside a segment, run each lifeline (thread or child
+process) as far as it can go before switching, switching only where one
+lifeline waits for another: a worker starts after the loop started it; a
+child after ``fork()``; the loop's last ``select`` returns after the
+``wake()`` that ended it; ``shutdown()`` returns after ``serve_forever``.
+A scenario that lets every lifeline go quiet before its next note (see
+:meth:`Tracer.wait_quiet`) therefore renders byte-identically on every run.
+Idle loop iterations (a ``select`` that timed out, then ``service_actions``
+with nothing to do) are dropped as they happen, so a loop that ticks every
+``poll_interval`` renders like one that slept.
+
+Forked children.  A child inherits the enabled tracer.  Its first recorded
+event notices the new PID, and from then on each event is written to a file
+of its own with one ``os.write`` -- unbuffered, so the ``os._exit`` that
+ends every child cannot lose any.  The parent reads the file when it reaps
+the child (``collect_children``) or, at the latest, in ``disable()``.
+
+Limits: classes are wrapped when the tracer is enabled, so a subclass
+defined afterwards is traced only through the methods it inherits; one
+tracer can be enabled at a time, and it traces every server in the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+from .handlers import BaseRequestHandler
+from .reactor import Reactor
+from .server import BaseServer
+from .threading_mixin import ThreadingMixIn
+
+#: The hooks traced on ``BaseServer``, its subclasses and the mixins.
+SERVER_HOOKS = frozenset({
+    "__init__", "server_bind", "server_activate", "serve_forever", "shutdown",
+    "handle_request", "handle_timeout", "service_actions", "_attach",
+    "_on_listener_ready", "_handle_request_noblock", "get_request", "verify_request",
+    "process_request", "process_request_thread", "finish_request", "shutdown_request",
+    "close_request", "handle_error", "collect_children", "server_close", "_detach",
+    "_serving_ended",
+})
+#: The hooks traced on ``BaseRequestHandler`` and its subclasses.
+HANDLER_HOOKS = frozenset({"setup", "handle", "finish"})
+#: The multiplexing model's handler: callbacks, and what ends a connection.
+MULTIPLEXED_HANDLER_HOOKS = frozenset({
+    "setup", "data_received", "line_received", "eof_received", "finish", "send", "close",
+    "_on_ready", "_end",
+})
+#: ``ServerGroup``: the loop over its members, and stopping it.
+GROUP_HOOKS = frozenset({"serve_forever", "shutdown", "server_close"})
+#: The reactor's part: the wait, the wake-up, (un)registration.
+REACTOR_HOOKS = frozenset({"select", "wake", "watch", "unwatch"})
+
+#: Arguments whose *value* is shown (they are settings, stable across
+#: runs); every other argument is shown by name only, so no address, port
+#: or object id can reach a diagram.
+SHOWN_VALUES = frozenset({"timeout", "poll_interval", "blocking"})
+
+#: Calls that make up an idle loop iteration when nothing else happens.
+_IDLE_METHODS = frozenset({"select", "service_actions", "collect_children"})
+
+#: The modules whose classes are "the library"; anything else is user code.
+LIBRARY_MODULES = frozenset({
+    "minisocketserver.server", "minisocketserver.sockets", "minisocketserver.reactor",
+    "minisocketserver.threading_mixin", "minisocketserver.forking_mixin",
+    "minisocketserver.handlers", "minisocketserver.multiplexing_mixin",
+    "minisocketserver.server_group",
+})
+
+#: Labels of the arrows drawn between lifelines.
+FORK = "fork()"
+CHILD_EXIT = "exits, a zombie until waitpid()"
+WAKE = "wake-up byte (socketpair)"
+SERVING_DONE = "done: the loop let the server go"
+
+_active: Tracer | None = None
+_active_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class Event:
+    """One recorded step.  ``kind`` is ``call``, ``return``, ``raise`` or ``note``."""
+
+    id: str
+    key: tuple[int, int]
+    kind: str
+    lifeline: str = ""
+    obj: str = ""
+    owner: str = ""
+    method: str = ""
+    text: str = ""
+    depth: int = 0
+    #: Participant (object label) on the same lifeline that made the call;
+    #: empty for the first call of a thread.
+    caller: str = ""
+    #: ``(lifeline, object)`` that started this lifeline, on its first call
+    #: (a thread start) -- the call is drawn from there.
+    spawned_by: tuple[str, str] | None = None
+    #: ``(event id, label)``: events of other lifelines this one waits for.
+    after: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    #: The implementation is the user's code, not the library's.
+    user: bool = False
+    #: On a ``collect_children`` return: the child lifelines it reaped.
+    reaped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.owner}.{self.method}"
+
+    def is_idle(self) -> bool:
+        if self.method not in _IDLE_METHODS or self.reaped:
+            return False
+        return not (self.kind == "return" and self.method == "select" and self.text != "[]")
+
+
+class _Frame:
+    __slots__ = ("event", "method", "obj", "target")
+
+    def __init__(self, event: Event, obj: str, method: str, target: Any) -> None:
+        self.event = event
+        self.obj = obj
+        self.method = method
+        self.target = target
+
+
+class _Lifeline:
+    """Per-thread recording state (a forked child keeps its thread's copy)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stack: list[_Frame] = []
+        # An iteration of the loop being recorded that may turn out idle.
+        self.buffer: list[Event] | None = None
+
+
+class Tracer:
+    """Record the library's hooks while enabled; see the module docstring.
+
+    ``on_event`` is called with each event as it is recorded (under the
+    tracer's lock, in recording order): the tour prints from it.
+    """
+
+    def __init__(self, on_event: Callable[[Event], None] | None = None) -> None:
+        self._on_event = on_event
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._events: list[Event] = []
+        self._seq = 0
+        # Keyed by the Thread object, kept alive here: a thread ident is
+        # reused as soon as its thread ends, and two workers would merge.
+        self._lifelines: dict[threading.Thread, _Lifeline] = {}
+        self._lifeline_order: list[str] = []
+        self._name_counts: dict[str, int] = {}
+        self._labels: dict[int, str] = {}
+        self._label_counts: dict[str, int] = {}
+        self._keep_alive: list[object] = []  # ids stay unique while labelled
+        self._wrapped: list[tuple[type, str, Any]] = []
+        self._enabled = False
+        self._pid = os.getpid()
+        self._child_fd: int | None = None
+        self._child_count = 0
+        self._child_dir = ""
+        self._loaded: set[int] = set()
+        self._last_call: dict[tuple[str, str], Event] = {}  # (obj, method) -> last call
+        self._recording: Recording | None = None
+
+    # -- switching on and off ---------------------------------------------
+
+    def enable(self) -> None:
+        """Wrap every hook on its class; raises if another tracer is enabled."""
+        global _active
+        with _active_lock:
+            if _active is not None:
+                raise RuntimeError("another Tracer is already enabled")
+            self._child_dir = tempfile.mkdtemp(prefix="minisocketserver-trace-")
+            for cls, names in _traced_classes():
+                for name in sorted(names & vars(cls).keys()):
+                    original = vars(cls)[name]
+                    if inspect.isfunction(original):
+                        self._wrapped.append((cls, name, original))
+                        setattr(cls, name, _wrap(self, cls, name, original))
+            self._enabled = True
+            _active = self
+
+    def disable(self) -> None:
+        """Restore the original methods and finish the recording (idempotent)."""
+        global _active
+        with _active_lock:
+            if not self._enabled:
+                return
+            for cls, name, original in reversed(self._wrapped):
+                setattr(cls, name, original)
+            self._wrapped.clear()
+            _active = None
+        with self._lock:
+            self._enabled = False
+            for lifeline in self._lifelines.values():
+                self._settle_buffer(lifeline)
+            for pid in self._child_files():
+                self._load_child(pid)
+            self._recording = Recording(list(self._events), list(self._lifeline_order))
+            self._changed.notify_all()
+        shutil.rmtree(self._child_dir, ignore_errors=True)
+
+    def __enter__(self) -> Tracer:
+        self.enable()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.disable()
+
+    def recording(self) -> Recording:
+        """The finished recording (after ``disable()``)."""
+        if self._recording is None:
+            raise RuntimeError("the tracer is still recording: disable() it first")
+        return self._recording
+
+    # -- what scenarios call ----------------------------------------------
+
+    def note(self, text: str) -> None:
+        """Record a note: drawn across the diagram, and a segment boundary."""
+        with self._lock:
+            self._publish(Event(self._next_id(), (self._seq, 0), "note", text=text))
+
+    def name_thread(self, name: str) -> None:
+        """Give the calling thread's lifeline ``name`` (before its first event)."""
+        with self._lock:
+            self._lifeline_for(threading.current_thread(), name)
+
+    def wait_quiet(self, timeout: float = 10.0, *, loops_only: bool = False) -> None:
+        """Wait until every other traced thread is idle and every child reaped.
+
+        Idle: it has returned from its first traced call, or it is waiting
+        in ``Reactor.select``.  With ``loops_only`` only the threads running
+        a ``serve_forever`` loop must be waiting; workers and children may
+        still run.  Raises ``TimeoutError`` after ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        me = threading.current_thread()
+        with self._lock:
+            while not self._quiet(me, loops_only):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("traced threads did not go quiet")
+                self._changed.wait(remaining)
+
+    def mark(self) -> int:
+        """How many events are recorded so far (for ``wait_for`` predicates)."""
+        with self._lock:
+            return len(self._events)
+
+    def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate(events recorded so far)`` holds."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self._events):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the awaited event was not recorded")
+                self._changed.wait(remaining)
+
+    # -- recording (called by the wrappers) --------------------------------
+
+    def _enter(self, target: Any, owner: type, name: str, func: Any,
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Frame | None:
+        if os.getpid() != self._pid:
+            self._become_child()
+        with self._lock:
+            if not self._enabled:
+                return None
+            lifeline = self._lifeline_for(threading.current_thread(), _default_name(name))
+            obj = self._label(target)
+            event = Event(
+                self._next_id(), (self._seq, 0), "call", lifeline.name, obj,
+                owner.__name__, name, _format_args(func, args, kwargs),
+                depth=len(lifeline.stack),
+                caller=lifeline.stack[-1].obj if lifeline.stack else "",
+                user=func.__module__ not in LIBRARY_MODULES,
+            )
+            if not lifeline.stack and name == "process_request_thread":
+                spawner = self._last_call.get((obj, "process_request"))
+                if spawner is not None:
+                    event.spawned_by = (spawner.lifeline, spawner.obj)
+                    event.after.append((spawner.id, ""))
+            self._last_call[(obj, name)] = event
+            frame = _Frame(event, obj, name, target)
+            if name == "collect_children":
+                frame.target = (target, frozenset(getattr(target, "active_children", None) or ()))
+            lifeline.stack.append(frame)
+            self._emit(lifeline, event)
+            return frame
+
+    def _exit(self, frame: _Frame | None, result: Any, exc: BaseException | None) -> None:
+        if frame is None:
+            return
+        if os.getpid() != self._pid:
+            self._become_child()
+        with self._lock:
+            if not self._enabled:
+                return
+            lifeline = self._lifeline_for(threading.current_thread(), "thread")
+            if frame in lifeline.stack:
+                del lifeline.stack[lifeline.stack.index(frame):]
+            call = frame.event
+            if exc is not None:
+                kind, text = "raise", _format_exception(exc)
+            else:
+                kind, text = "return", _format_result(frame.method, result)
+            event = Event(
+                self._next_id(), (self._seq, 0), kind, lifeline.name, frame.obj,
+                call.owner, frame.method, text, call.depth, call.caller, user=call.user,
+            )
+            if frame.method == "collect_children" and self._child_fd is None:
+                self._reaped(lifeline, frame, event)
+            self._emit(lifeline, event)
+
+    def _next_id(self) -> str:
+        self._seq += 1
+        return f"{self._pid}:{self._seq}"
+
+    def _lifeline_for(self, thread: threading.Thread, default: str) -> _Lifeline:
+        lifeline = self._lifelines.get(thread)
+        if lifeline is None:
+            if thread is threading.main_thread() and default == "thread":
+                default = "main thread"
+            count = self._name_counts.get(default, 0) + 1
+            self._name_counts[default] = count
+            numbered = default == "worker thread" or default == "thread"
+            name = f"{default} {count}" if numbered or count > 1 else default
+            lifeline = self._lifelines[thread] = _Lifeline(name)
+            self._lifeline_order.append(name)
+        return lifeline
+
+    def _label(self, target: Any) -> str:
+        label = self._labels.get(id(target))
+        if label is None:
+            base = type(target).__name__
+            count = self._label_counts.get(base, 0) + 1
+            self._label_counts[base] = count
+            numbered = isinstance(target, BaseRequestHandler) or count > 1
+            label = f"{base} ({count})" if numbered else base
+            self._labels[id(target)] = label
+            self._keep_alive.append(target)
+        return label
+
+    def _emit(self, lifeline: _Lifeline, event: Event) -> None:
+        """Publish ``event``, holding back a loop iteration that may turn out idle."""
+        if self._child_fd is not None:
+            os.write(self._child_fd, (json.dumps(dataclasses.asdict(event)) + "\n").encode())
+            return
+        buffer = lifeline.buffer
+        # Only a wait with a timeout can end idle; one without is published
+        # at once (the tour prints it as the loop starts waiting).
+        if event.kind == "call" and event.method == "select" and event.text != "timeout=None":
+            if buffer is not None and all(e.is_idle() for e in buffer):
+                # An idle iteration: forget it, and let this wait stand where
+                # the first wait of the idle run stood.
+                event.key = buffer[0].key
+            elif buffer is not None:
+                self._flush(lifeline)
+            lifeline.buffer = [event]
+            self._changed.notify_all()
+            return
+        if buffer is None:
+            self._publish(event)
+            return
+        buffer.append(event)
+        if not event.is_idle():
+            self._flush(lifeline)
+        self._changed.notify_all()
+
+    def _flush(self, lifeline: _Lifeline) -> None:
+        for event in lifeline.buffer or ():
+            self._publish(event)
+        lifeline.buffer = None
+
+    def _settle_buffer(self, lifeline: _Lifeline) -> None:
+        # At disable(): an idle iteration in progress is cut back to its
+        # wait, whatever point the loop had reached; anything else is kept.
+        buffer = lifeline.buffer
+        if buffer and all(e.is_idle() for e in buffer):
+            del buffer[1:]
+        self._flush(lifeline)
+
+    def _publish(self, event: Event) -> None:
+        self._events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+        self._changed.notify_all()
+
+    def _quiet(self, me: threading.Thread, loops_only: bool) -> bool:
+        for thread, lifeline in self._lifelines.items():
+            if thread is me or not lifeline.stack:
+                continue
+            if loops_only and lifeline.stack[0].method != "serve_forever":
+                continue
+            top = lifeline.stack[-1]
+            if top.method != "select" or not isinstance(top.target, Reactor):
+                return False
+        return loops_only or not self._child_files()
+
+    # -- forked children -----------------------------------------------------
+
+    def _become_child(self) -> None:
+        """First event in a forked child: record to a file from now on."""
+        # A lock another thread held at fork() time stays locked here forever.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pid = os.getpid()
+        self._on_event = None
+        thread = threading.current_thread()
+        parent = self._lifelines.get(thread)
+        fork_key = self._seq
+        self._lifelines = {}
+        child = self._lifelines[thread] = _Lifeline("child process")
+        first_after: list[tuple[str, str]] = []
+        if parent is not None:
+            child.stack = list(parent.stack)
+            if parent.stack:
+                fork_point = parent.stack[-1].event
+                first_after = [(fork_point.id, FORK)]
+        path = os.path.join(self._child_dir, f"child-{self._pid}.jsonl")
+        self._child_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        header = {"fork_key": fork_key, "after": first_after}
+        os.write(self._child_fd, (json.dumps(header) + "\n").encode())
+
+    def _child_files(self) -> list[int]:
+        try:
+            names = os.listdir(self._child_dir)
+        except OSError:
+            return []
+        pids = (int(n[len("child-"):-len(".jsonl")]) for n in names if n.startswith("child-"))
+        return sorted(p for p in pids if p not in self._loaded)
+
+    def _reaped(self, lifeline: _Lifeline, frame: _Frame, event: Event) -> None:
+        server, before = frame.target
+        after = set(getattr(server, "active_children", None) or ())
+        for pid in sorted(before - after):
+            child = self._load_child(pid)
+            if child is None:
+                continue
+            name, last_id = child
+            event.reaped.append(name)
+            # Draw the exit before the wait that it ended, if the loop was
+            # waiting; else before the reaping call itself.
+            buffer = lifeline.buffer or []
+            waits = [e for e in buffer if e.method == "select" and e.kind == "return"]
+            target = waits[-1] if waits else frame.event
+            target.after.append((last_id, CHILD_EXIT))
+        if event.reaped:
+            event.text = "reaped " + ", ".join(event.reaped)
+
+    def _load_child(self, pid: int) -> tuple[str, str] | None:
+        """Read a reaped child's events into the recording: ``(lifeline, last event id)``."""
+        self._loaded.add(pid)
+        path = os.path.join(self._child_dir, f"child-{pid}.jsonl")
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        if len(lines) < 2:
+            return None
+        header = json.loads(lines[0])
+        self._child_count += 1
+        name = f"child process {self._child_count}"
+        self._lifeline_order.append(name)
+        last = ""
+        for index, line in enumerate(lines[1:]):
+            fields = json.loads(line)
+            fields["key"] = (header["fork_key"], index + 1)
+            fields["lifeline"] = name
+            fields["after"] = [tuple(a) for a in fields["after"]]
+            if fields["spawned_by"] is not None:
+                fields["spawned_by"] = tuple(fields["spawned_by"])
+            event = Event(**fields)
+            if index == 0:
+                event.after[:0] = [tuple(a) for a in header["after"]]
+            self._publish(event)
+            last = event.id
+        return name, last
+
+
+def _default_name(method: str) -> str:
+    return {
+        "serve_forever": "loop thread",
+        "process_request_thread": "worker thread",
+        "shutdown": "shutdown caller",
+    }.get(method, "thread")
+
+
+def _traced_classes() -> Iterator[tuple[type, frozenset[str]]]:
+    """Every class of the library and of the user that may define a hook."""
+    roots: list[tuple[type, frozenset[str]]] = [
+        (BaseServer, SERVER_HOOKS),
+        (ThreadingMixIn, SERVER_HOOKS),
+        (BaseRequestHandler, HANDLER_HOOKS),
+        (Reactor, REACTOR_HOOKS),
+    ]
+    with contextlib.suppress(ImportError):  # POSIX only
+        from .forking_mixin import ForkingMixIn
+
+        roots.append((ForkingMixIn, SERVER_HOOKS))
+    # The other concurrency models, looked up by name so that the tracer
+    # keeps working in a tree where one of them is missing.
+    package = sys.modules[__package__ or "minisocketserver"]
+    for name, hooks in [
+        ("ThreadPoolMixIn", SERVER_HOOKS),
+        ("MultiplexingMixIn", SERVER_HOOKS),
+        ("MultiplexedRequestHandler", MULTIPLEXED_HANDLER_HOOKS),
+        ("ServerGroup", GROUP_HOOKS),
+    ]:
+        root = getattr(package, name, None)
+        if isinstance(root, type):
+            roots.append((root, hooks))
+    seen: set[type] = set()
+    for root, names in roots:
+        for cls in _with_subclasses(root):
+            if cls not in seen:
+                seen.add(cls)
+                yield cls, names
+
+
+def _with_subclasses(root: type) -> Iterator[type]:
+    pending = [root]
+    while pending:
+        cls = pending.pop()
+        yield cls
+        pending.extend(cls.__subclasses__())
+
+
+def _wrap(tracer: Tracer, owner: type, name: str, func: Any) -> Any:
+    @functools.wraps(func)
+    def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
+        frame = tracer._enter(self, owner, name, func, args, kwargs)
+        try:
+            result = func(self, *args, **kwargs)
+        except BaseException as exc:
+            tracer._exit(frame, None, exc)
+            raise
+        tracer._exit(frame, result, None)
+        return result
+
+    return traced
+
+
+@functools.cache
+def _signature(func: Any) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+def _format_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    try:
+        bound = _signature(func).bind(None, *args, **kwargs)
+    except TypeError:  # the call itself is about to fail the same way
+        return "..."
+    shown = []
+    for name, parameter in list(_signature(func).parameters.items())[1:]:
+        if name in bound.arguments:
+            value = bound.arguments[name]
+        elif name in SHOWN_VALUES and parameter.default is not parameter.empty:
+            value = parameter.default  # a setting in force is worth showing
+        else:
+            continue
+        if name in SHOWN_VALUES and (value is None or isinstance(value, (bool, int, float))):
+            shown.append(f"{name}={value!r}")
+        elif parameter.kind is parameter.VAR_POSITIONAL:
+            shown.append(f"*{name}")
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            shown.append(f"**{name}")
+        else:
+            shown.append(name)
+    return ", ".join(shown)
+
+
+def _format_result(method: str, result: Any) -> str:
+    if method == "select":
+        return "[" + ", ".join(_ready_name(work) for work in result) + "]"
+    if method == "get_request":
+        return "(request, client_address)"
+    if method == "verify_request":
+        return repr(bool(result))
+    return ""
+
+
+def _ready_name(work: Any) -> str:
+    while isinstance(work, functools.partial):
+        work = work.func
+    return str(getattr(work, "__name__", type(work).__name__))
+
+
+def _format_exception(exc: BaseException) -> str:
+    text = f"raises {type(exc).__name__}"
+    message = " ".join(str(exc).split())
+    if message:
+        text += f": {message}"
+    # Mermaid ends a statement at ";" and starts a comment or entity at "#".
+    text = text.replace(";", ",").replace("#", "no.")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# -- rendering ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Arrow:
+    """A cross-lifeline arrow, drawn just before the event that waited for it."""
+
+    source: tuple[str, str]
+    label: str
+
+
+class Recording:
+    """A finished recording, rendered deterministically (see the module docstring)."""
+
+    def __init__(self, events: list[Event], lifelines: list[str]) -> None:
+        self.events = events
+        self.lifelines = lifelines
+
+    def ordered(self) -> list[tuple[Event, list[_Arrow]]]:
+        """The events in canonical order, each with the arrows drawn before it."""
+        by_id = {e.id: e for e in self.events}
+        waits = self._implicit_waits()
+        notes = sorted((e for e in self.events if e.kind == "note"), key=lambda e: e.key)
+        segments: list[list[Event]] = [[] for _ in range(len(notes) + 1)]
+        for event in self.events:
+            if event.kind != "note":
+                segments[sum(1 for n in notes if n.key <= event.key)].append(event)
+        out: list[tuple[Event, list[_Arrow]]] = []
+        emitted: set[str] = set()
+        for index, segment in enumerate(segments):
+            if index:
+                out.append((notes[index - 1], []))
+            self._schedule(segment, by_id, waits, emitted, out)
+        return out
+
+    def _implicit_waits(self) -> dict[str, list[tuple[str, str]]]:
+        """Waits the library makes but nobody records: wake-ups and shutdown()."""
+        waits: dict[str, list[tuple[str, str]]] = {}
+        selects = [e for e in self.events if e.kind == "return" and e.method == "select"]
+        for wake in (e for e in self.events if e.kind == "call" and e.method == "wake"):
+            on_reactor = [s for s in selects if s.obj == wake.obj and s.lifeline != wake.lifeline]
+            later = [s for s in on_reactor if s.key > wake.key]
+            # A wait that timed out just as wake() was called ended the loop
+            # all the same: it is the last one before the loop returned.
+            woken = later[0] if later else (on_reactor[-1] if on_reactor else None)
+            if woken is not None:
+                waits.setdefault(woken.id, []).append((wake.id, WAKE))
+        # shutdown() returns when the loop has let its server go.
+        released = [e for e in self.events if e.kind == "call" and e.method == "_serving_ended"]
+        shutdown_calls: dict[tuple[str, str], Event] = {}
+        for event in self.events:
+            if event.method != "shutdown" or event.kind == "note":
+                continue
+            if event.kind == "call":
+                shutdown_calls[(event.lifeline, event.obj)] = event
+                continue
+            call = shutdown_calls.get((event.lifeline, event.obj))
+            if call is None:
+                continue
+            done = [r for r in released if r.obj == event.obj and r.key > call.key]
+            if done:
+                waits.setdefault(event.id, []).append((done[0].id, SERVING_DONE))
+        return waits
+
+    def _schedule(self, segment: list[Event], by_id: dict[str, Event],
+                  waits: dict[str, list[tuple[str, str]]], emitted: set[str],
+                  out: list[tuple[Event, list[_Arrow]]]) -> None:
+        queues: dict[str, list[Event]] = {}
+        for event in segment:
+            queues.setdefault(event.lifeline, []).append(event)
+        order = {name: i for i, name in enumerate(self.lifelines)}
+
+        def blockers(event: Event) -> list[tuple[str, str]]:
+            return [*event.after, *waits.get(event.id, [])]
+
+        def ready(name: str) -> bool:
+            queue = queues[name]
+            return bool(queue) and all(
+                dep not in by_id or dep in emitted for dep, _ in blockers(queue[0]))
+
+        current = min(segment, key=lambda e: e.key).lifeline if segment else ""
+        while any(queues.values()):
+            if not ready(current):
+                candidates = [n for n in queues if ready(n)]
+                if not candidates:  # a wait on something never recorded
+                    candidates = [n for n in queues if queues[n]]
+                current = min(candidates, key=lambda n: order.get(n, len(order)))
+            event = queues[current].pop(0)
+            arrows = []
+            for dep, label in blockers(event):
+                source = by_id.get(dep)
+                if label and source is not None:
+                    arrows.append(_Arrow((source.lifeline, source.obj), label))
+            emitted.add(event.id)
+            out.append((event, arrows))
+
+    # -- Mermaid ---------------------------------------------------------
+
+    def to_mermaid(self, title: str | None = None) -> str:
+        """A Mermaid ``sequenceDiagram``: one box per lifeline, one participant per object."""
+        ordered = self.ordered()
+        # Boxes left to right in the order they first act.
+        participants: dict[str, list[str]] = {}
+
+        def use(lifeline: str, obj: str) -> None:
+            members = participants.setdefault(lifeline, [])
+            if obj not in members:
+                members.append(obj)
+
+        for event, arrows in ordered:
+            if event.kind == "note":
+                continue
+            for arrow in arrows:
+                use(*arrow.source)
+            if event.kind == "call" and not event.caller and event.spawned_by is None:
+                use(event.lifeline, "caller")
+            if event.spawned_by is not None:
+                use(*event.spawned_by)
+            use(event.lifeline, event.obj)
+        ids: dict[tuple[str, str], str] = {}
+        lines = ["sequenceDiagram"]
+        if title:
+            # A JSON string is a YAML double-quoted scalar: colons are safe.
+            lines[0:0] = ["---", f"title: {json.dumps(title, ensure_ascii=False)}", "---"]
+        palette = ["rgb(238,244,252)", "rgb(240,250,240)", "rgb(253,245,230)",
+                   "rgb(248,240,252)", "rgb(245,245,245)"]
+        for index, lifeline in enumerate(name for name in participants if participants[name]):
+            lines.append(f"    box {palette[index % len(palette)]} {lifeline}")
+            for obj in participants[lifeline]:
+                pid = ids[(lifeline, obj)] = f"p{len(ids)}"
+                kind = "actor" if obj == "caller" else "participant"
+                lines.append(f"        {kind} {pid} as {obj}")
+            lines.append("    end")
+        every = list(ids.values())
+        active: dict[str, int] = {}
+        calls: dict[str, list[str]] = {}  # lifeline -> sources of its open calls
+        for event, arrows in ordered:
+            if event.kind == "note":
+                span = f"{every[0]},{every[-1]}" if len(every) > 1 else every[0]
+                lines.append(f"    Note over {span}: {event.text}")
+                continue
+            target = ids[(event.lifeline, event.obj)]
+            for arrow in arrows:
+                lines.append(f"    {ids[arrow.source]}--){target}: {arrow.label}")
+            stack = calls.setdefault(event.lifeline, [])
+            if event.kind == "call":
+                if event.spawned_by is not None:
+                    source, arrow_kind = ids[event.spawned_by], "-)"
+                else:
+                    caller = event.caller or "caller"
+                    source, arrow_kind = ids[(event.lifeline, caller)], "->>"
+                label = f"{event.qualname}({event.text})"
+                lines.append(f"    {source}{arrow_kind}+{target}: {label}")
+                active[target] = active.get(target, 0) + 1
+                stack.append(source)
+                continue
+            source = stack.pop() if stack else target
+            if not active.get(target):
+                continue
+            active[target] -= 1
+            if event.kind == "raise":
+                lines.append(f"    {target}--x-{source}: {event.text}")
+            elif event.text:
+                lines.append(f"    {target}-->>-{source}: {event.text}")
+            else:
+                lines.append(f"    deactivate {target}")
+        return "\n".join(lines) + "\n"
+
+    # -- plain text --------------------------------------------------------
+
+    def to_timeline(self) -> str:
+        """One line per step, in the same canonical order as the diagram."""
+        width = max([len(n) for n in self.lifelines] + [8])
+        lines = []
+        for event, arrows in self.ordered():
+            lines.extend(timeline_lines(event, arrows, width))
+        return "\n".join(lines) + "\n"
+
+
+def timeline_lines(event: Event, arrows: Iterable[_Arrow] = (), width: int = 16) -> list[str]:
+    """The plain-text lines for one event (what the tour prints, too)."""
+    if event.kind == "note":
+        return [f"-- {event.text} --"]
+    pad = f"{event.lifeline:<{width}}  " + "  " * event.depth
+    lines = [f"{pad}<~ {arrow.label} (from {arrow.source[0]})" for arrow in arrows]
+    if event.kind == "call":
+        lines.append(f"{pad}{event.obj}: {event.qualname}({event.text})")
+    elif event.kind == "raise" or event.text:
+        lines.append(f"{pad}  -> {event.text}")
+    elif event.depth == 0:
+        lines.append(f"{pad}  -> {event.method} returns")
+    return lines
