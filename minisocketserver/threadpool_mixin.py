@@ -69,6 +69,18 @@ class _Pool:
         with self._cond:
             self._workers.append(worker)
 
+    def retire(self, worker: threading.Thread) -> bool:
+        """A worker is exiting; True if queued work is left with no worker idle.
+
+        A worker exits normally once the pool is closed, or early when a
+        handler raised ``SystemExit``/``KeyboardInterrupt`` through it: it
+        must then stop counting against ``max_workers``, and what it leaves
+        queued needs another worker.
+        """
+        with self._cond:
+            self._workers.remove(worker)
+            return not self._closed and bool(self._queue) and self._idle == 0
+
     def take(self) -> tuple[tuple[Any, Any] | None, bool]:
         """Block until a request is queued (worker thread).
 
@@ -162,29 +174,41 @@ class ThreadPoolMixIn(MixInBase):
         """Called by the loop for each verified request: queue it for a worker."""
         pool = self._pool()
         if pool.submit(request, client_address):
-            worker = threading.Thread(
-                target=self._work, args=(pool,), daemon=self.daemon_threads,
-                name=f"pool worker {len(pool) + 1}",
-            )
-            pool.add_worker(worker)
-            worker.start()
+            self._start_worker(pool)
         if pool.full():
             self._pause_accepting("queue full")
 
+    def _start_worker(self, pool: _Pool) -> None:
+        worker = threading.Thread(
+            target=self._work, args=(pool,), daemon=self.daemon_threads,
+            name=f"pool worker {len(pool) + 1}",
+        )
+        pool.add_worker(worker)
+        worker.start()
+
     def _work(self, pool: _Pool) -> None:
-        """A worker thread's life: take requests until the pool closes."""
-        while True:
-            item, was_full = pool.take()
-            if item is None:
-                return
-            reactor = self._reactor
-            if was_full and reactor is not None:
-                reactor.call_soon_threadsafe(self._queue_has_room)
-            request, client_address = item
-            try:
-                self.process_request_thread(request, client_address)
-            finally:
-                pool.done(request)
+        """A worker thread's life: take requests until the pool closes.
+
+        Error handling: as under ``ThreadingMixIn``, an exception that is
+        not an ``Exception`` (``SystemExit``) ends the thread it is raised
+        on; here a replacement is started if work is waiting.
+        """
+        try:
+            while True:
+                item, was_full = pool.take()
+                if item is None:
+                    return
+                reactor = self._reactor
+                if was_full and reactor is not None:
+                    reactor.call_soon_threadsafe(self._queue_has_room)
+                request, client_address = item
+                try:
+                    self.process_request_thread(request, client_address)
+                finally:
+                    pool.done(request)
+        finally:
+            if pool.retire(threading.current_thread()):
+                self._start_worker(pool)
 
     def _queue_has_room(self) -> None:
         """Posted to the loop's thread when a worker took from a full queue."""

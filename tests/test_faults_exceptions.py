@@ -166,12 +166,6 @@ def test_a_base_exception_ends_one_pool_worker(
 
 
 @pytest.mark.skipif("threadpool" not in BY_NAME, reason="no thread pool model")
-@pytest.mark.xfail(
-    strict=True,
-    reason="ThreadPoolMixIn: a worker ended by SystemExit stays in _Pool._workers, and "
-    "submit() counts it against max_workers, so after max_workers such requests no "
-    "worker is left and every later connection waits in the queue forever",
-)
 @pytest.mark.timeout(30)
 def test_the_pool_still_serves_after_more_system_exits_than_workers(
     monkeypatch: pytest.MonkeyPatch, no_leaks: Resources

@@ -36,14 +36,19 @@ def test_workers_are_reused_not_started_per_connection(no_leaks: Resources) -> N
             seen.add(threading.current_thread())
             super().handle()
 
-    with serving(socketserver.ThreadPoolTCPServer(("127.0.0.1", 0), Recording)) as server:
+    class Small(socketserver.ThreadPoolTCPServer):
+        max_workers = 3
+
+    with serving(Small(("127.0.0.1", 0), Recording)) as server:
         for i in range(50):
             with connect(server.server_address) as client:
                 client.sendall(b"%d" % i)
                 client.shutdown(socket.SHUT_WR)
                 assert recv_until_eof(client) == b"%d" % i
-    # Sequential clients: each finds the previous worker idle again.
-    assert len(seen) == 1
+    # Thread-per-connection would show 50.  Not always 1: a worker that has
+    # just closed a connection may not be back in take() when the next
+    # client arrives, and then a second one starts.
+    assert len(seen) <= Small.max_workers
 
 
 @pytest.mark.timeout(30)
