@@ -107,7 +107,7 @@ EXPLAIN: dict[str, tuple[str, str]] = {
 }
 
 #: The server class each MODEL tours.
-MODELS = ["threading", "sync", "forking", "udp", "unix", "multiplexing"]
+MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing"]
 
 #: What the tour's echo appends, as the seed's server did.
 SUFFIX = "好".encode()
@@ -133,6 +133,7 @@ def _model_classes(model: str) -> tuple[type, type] | None:
         "threading": ("ThreadingTCPServer", SeedEchoHandler),
         "sync": ("TCPServer", SeedEchoHandler),
         "forking": ("ForkingTCPServer", SeedEchoHandler),
+        "threadpool": ("ThreadPoolTCPServer", SeedEchoHandler),
         "udp": ("UDPServer", DatagramEchoHandler),
         "unix": ("UnixStreamServer", SeedEchoHandler),
         "multiplexing": ("MultiplexingTCPServer", None),
@@ -198,7 +199,8 @@ class EchoSession:
         self.datagram = getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM
         # In these models the loop hands the request over and waits again
         # while it is being handled: the driver lets it get there first.
-        self.hands_off = issubclass(server_class, ThreadingMixIn) or _is_forking(server_class)
+        self.hands_off = issubclass(server_class, ThreadingMixIn) or _is_forking(server_class) \
+            or _is_model(server_class, "ThreadPoolMixIn")
 
     def address(self) -> Any:
         if self.unix:
@@ -287,8 +289,13 @@ class EchoSession:
 
 
 def _is_forking(server_class: type) -> bool:
-    forking = getattr(sys.modules[__package__ or "minisocketserver"], "ForkingMixIn", None)
-    return forking is not None and issubclass(server_class, forking)
+    return _is_model(server_class, "ForkingMixIn")
+
+
+def _is_model(server_class: type, mixin: str) -> bool:
+    """Whether ``server_class`` uses the package's ``mixin`` (if this tree has it)."""
+    found = getattr(sys.modules[__package__ or "minisocketserver"], mixin, None)
+    return isinstance(found, type) and issubclass(server_class, found)
 
 
 # -- printing -------------------------------------------------------------------

@@ -101,7 +101,7 @@ LIBRARY_MODULES = frozenset({
     "minisocketserver.server", "minisocketserver.sockets", "minisocketserver.reactor",
     "minisocketserver.threading_mixin", "minisocketserver.forking_mixin",
     "minisocketserver.handlers", "minisocketserver.multiplexing_mixin",
-    "minisocketserver.server_group",
+    "minisocketserver.server_group", "minisocketserver.threadpool_mixin",
 })
 
 #: Labels of the arrows drawn between lifelines.
@@ -236,6 +236,10 @@ class Tracer:
             for pid in self._child_files():
                 self._load_child(pid)
             self._recording = Recording(list(self._events), list(self._lifeline_order))
+            # Let the servers, handlers and threads seen go.
+            self._keep_alive.clear()
+            self._lifelines.clear()
+            self._last_call.clear()
             self._changed.notify_all()
         shutil.rmtree(self._child_dir, ignore_errors=True)
 
@@ -305,6 +309,8 @@ class Tracer:
 
     def _enter(self, target: Any, owner: type, name: str, func: Any,
                args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Frame | None:
+        if not self._enabled:  # a call that began as disable() ran
+            return None
         if os.getpid() != self._pid:
             self._become_child()
         with self._lock:
@@ -333,7 +339,7 @@ class Tracer:
             return frame
 
     def _exit(self, frame: _Frame | None, result: Any, exc: BaseException | None) -> None:
-        if frame is None:
+        if frame is None or not self._enabled:
             return
         if os.getpid() != self._pid:
             self._become_child()
@@ -388,7 +394,11 @@ class Tracer:
     def _emit(self, lifeline: _Lifeline, event: Event) -> None:
         """Publish ``event``, holding back a loop iteration that may turn out idle."""
         if self._child_fd is not None:
-            os.write(self._child_fd, (json.dumps(dataclasses.asdict(event)) + "\n").encode())
+            # One write per event, straight to the kernel: nothing is left in
+            # a buffer for the child's os._exit() to throw away.  A failed
+            # write (disk full) loses the event, never the child's request.
+            with contextlib.suppress(OSError):
+                os.write(self._child_fd, (json.dumps(dataclasses.asdict(event)) + "\n").encode())
             return
         buffer = lifeline.buffer
         # Only a wait with a timeout can end idle; one without is published
@@ -462,9 +472,14 @@ class Tracer:
                 fork_point = parent.stack[-1].event
                 first_after = [(fork_point.id, FORK)]
         path = os.path.join(self._child_dir, f"child-{self._pid}.jsonl")
-        self._child_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        header = {"fork_key": fork_key, "after": first_after}
-        os.write(self._child_fd, (json.dumps(header) + "\n").encode())
+        try:
+            self._child_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            header = {"fork_key": fork_key, "after": first_after}
+            os.write(self._child_fd, (json.dumps(header) + "\n").encode())
+        except OSError:
+            # The parent has already disabled the tracer and removed the
+            # directory: this child records nothing.
+            self._enabled = False
 
     def _child_files(self) -> list[int]:
         try:

@@ -68,7 +68,8 @@ def test_every_explanation_points_to_a_chapter() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("model", ["sync", "forking", "udp", "unix", "multiplexing"])
+@pytest.mark.parametrize("model", ["sync", "forking", "threadpool", "udp", "unix",
+                                   "multiplexing"])
 def test_each_model_tours(model: str, no_leaks: object) -> None:
     assert model in available_models()
     out = tour(model)
@@ -76,6 +77,11 @@ def test_each_model_tours(model: str, no_leaks: object) -> None:
         "sync": ["main thread", "BaseServer.process_request(", "loop thread"],
         "forking": ["child process 1", "child process 2", "<~ fork()",
                     "reaped child process 1", "[docs/07-forking.md]"],
+        # Usually one pooled worker serves both clients in turn, but a
+        # second may start if the first is not yet back in the pool's
+        # queue when client 2 arrives: either is right.
+        "threadpool": ["ThreadPoolMixIn.process_request_thread(",
+                       "finish_request ran on: worker thread 1"],
         "udp": ["UDPServer.get_request()", "DatagramEchoHandler.handle()"],
         "unix": ["UnixStreamServer serving", "a temporary path"],
         "multiplexing": ["MultiplexedEchoHandler.data_received(data)",
