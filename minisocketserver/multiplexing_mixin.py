@@ -261,6 +261,12 @@ class MultiplexedRequestHandler:
         except Exception:
             self.server.handle_error(self.request, self.client_address)
             self._break()
+        except BaseException:
+            # SystemExit, KeyboardInterrupt: they leave the loop, as from a
+            # synchronous handler; like stdlib there, end this connection
+            # first, or a restarted loop would meet it again half-handled.
+            self._end()
+            raise
 
     def _flush(self) -> None:
         try:

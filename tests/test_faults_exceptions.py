@@ -137,15 +137,6 @@ def test_base_exceptions_in_a_handler_as_stdlib_treats_them(
 
 
 @pytest.mark.skipif("multiplexing" not in BY_NAME, reason="no multiplexing model")
-@pytest.mark.xfail(
-    strict=True,
-    reason="MultiplexedRequestHandler._read catches Exception only: a SystemExit or "
-    "KeyboardInterrupt from data_received leaves the loop with the connection intact, and "
-    "LineRequestHandler keeps the raising line in its buffer (del buffer[:start] is never "
-    "reached), so when serve_forever() is called again the client's EOF re-delivers that "
-    "line and the same exception ends the new loop too.  Stdlib's sync model shuts the "
-    "request down before letting the exception out; here _read could _break() and re-raise",
-)
 @pytest.mark.parametrize("exc", NAMES)
 @pytest.mark.timeout(30)
 def test_base_exceptions_in_a_multiplexed_handler_leave_the_loop(
