@@ -112,3 +112,13 @@ def test_chapter_10_quotes_only_measured_figures() -> None:
     assert len(figures) >= 10, sorted(figures)
     missing = sorted(f for f in figures if f not in measured)
     assert not missing, f"chapter 10 quotes figures not in select-poll-epoll.md: {missing}"
+
+
+def test_chapter_8_quotes_only_measured_figures() -> None:
+    """The scale figures chapter 8 quotes appear on docs/multiplexing-scale.md."""
+    chapter = (DOCS / "08-multiplexing.md").read_text("utf-8")
+    measured = (DOCS / "multiplexing-scale.md").read_text("utf-8")
+    figures = set(re.findall(r"(?<![\w.,])(\d[\d,]*) (?:bytes|concurrent connections)\b", chapter))
+    assert "988" in figures, sorted(figures)
+    missing = sorted(f for f in figures if f not in measured)
+    assert not missing, f"chapter 8 quotes figures not in multiplexing-scale.md: {missing}"

@@ -1,6 +1,6 @@
 """mkdocs hooks for the walkthrough site (named in mkdocs.yml under ``hooks:``).
 
-The diagrams are generated into the repository's ``diagrams/`` directory (by
+Diagrams.  The diagrams are generated into the repository's ``diagrams/`` directory (by
 ``python -m minisocketserver.diagrams`` and its SVG renderer), next to the
 code they are recorded from, not inside ``docs/``.  Rather than keep a second
 copy in ``docs/`` that could drift, this hook hands every ``diagrams/*.svg``
@@ -8,10 +8,18 @@ to mkdocs as if it lived at ``docs/diagrams/``: a chapter embeds
 ``![...](diagrams/construction.svg)``, mkdocs validates that link like any
 other (so ``--strict`` fails on a diagram that does not exist), and the SVG
 is copied into the built site.
+
+Measured pages.  Other scripts write pages into ``docs/`` (the benchmark
+reports: select-poll-epoll.md, multiplexing-scale.md, performance.md...).
+A page missing from ``nav`` would fail ``mkdocs build --strict``, and the
+scripts do not edit mkdocs.yml, so any top-level page that ``nav`` does not
+list is appended to its last section ("Measured"), titled by its first
+heading.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,32 @@ DIAGRAMS = "diagrams"
 
 def _diagram_dir(config: MkDocsConfig) -> Path:
     return Path(config.config_file_path).resolve().parent / DIAGRAMS
+
+
+def _listed(nav: Any) -> set[str]:
+    """Every page path that ``nav`` (a nested list of dicts and strings) names."""
+    if isinstance(nav, str):
+        return {nav}
+    if isinstance(nav, dict):
+        return set().union(*(_listed(v) for v in nav.values()))
+    if isinstance(nav, list):
+        return set().union(*(_listed(v) for v in nav))
+    return set()
+
+
+def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
+    """Called by mkdocs after loading mkdocs.yml: list unlisted pages under the last section."""
+    nav = config.nav
+    if not nav:
+        return config
+    listed = _listed(nav)
+    section = next(iter(nav[-1].values()))
+    for page in sorted(Path(config.docs_dir).glob("*.md")):
+        if page.name in listed:
+            continue
+        heading = re.search(r"^# (.+)$", page.read_text(encoding="utf-8"), re.M)
+        section.append({heading.group(1).strip() if heading else page.stem: page.name})
+    return config
 
 
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
