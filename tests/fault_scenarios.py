@@ -13,6 +13,10 @@ Clients live in the ``ClientHost`` process (see fault_clients.py for why).
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,3 +215,154 @@ def handler_raises(model: Model, host: ClientHost, n: int = 20) -> Tally:
         probe(host, server, tally)
         tally.reports = errors.collected()
     return tally
+
+
+
+#: Replies a client reads before its request in flight (proof its handler runs).
+FIRST, FIRST_REPLY = b"first\n", b"<first>\n"
+
+
+def in_flight(host: ClientHost, server: Any, n: int) -> list[int]:
+    """``n`` clients whose handlers are running, each halfway through a request."""
+    clients = host.connect(server.server_address, n)
+    host.send(clients, FIRST)
+    for got in host.read(clients, size=len(FIRST_REPLY)):
+        assert got.data == FIRST_REPLY, got
+    host.send(clients, b"sec")
+    return clients
+
+
+def stop_loop(server: Any, loop: threading.Thread) -> None:
+    """``shutdown()`` must return promptly even with requests in flight."""
+    stopper = threading.Thread(target=server.shutdown)
+    stopper.start()
+    stopper.join(WAIT)
+    assert not stopper.is_alive(), "shutdown() hung with requests in flight"
+    loop.join(WAIT)
+    assert not loop.is_alive()
+
+
+def drain_in_flight(model: Model, host: ClientHost, n: int = 5) -> Tally:
+    """``shutdown()`` with ``n`` requests in flight, then ``drain()`` while they finish.
+
+    Every request in flight is answered, and ``drain`` reports none cut.
+    (The synchronous model has at most one request in flight, on the
+    loop's own thread: its ``shutdown()`` returns when it is done.)
+    """
+    if not model.concurrent:
+        n = 1
+    tally = Tally(clients=n, faults=n)
+    with error_pipe() as errors:
+        server = model.build(errors=errors)
+        loop = threading.Thread(target=server.serve_forever)
+        loop.start()
+        try:
+            clients = in_flight(host, server, n)
+            cut: list[int] = []
+            if model.concurrent:
+                stop_loop(server, loop)
+                drainer = threading.Thread(target=lambda: cut.append(server.drain(WAIT)))
+            else:
+                drainer = threading.Thread(target=server.shutdown)
+            drainer.start()
+            host.send(clients, b"ond\n")
+            host.shut_wr(clients)
+            tally.check(host.read(clients), [b"second\n"] * n)
+            drainer.join(WAIT)
+            loop.join(WAIT)
+            assert not drainer.is_alive() and not loop.is_alive()
+            assert cut in ([0], []), cut
+        finally:
+            server.server_close()
+        probe_server = model.build(errors=errors)
+        with serving(probe_server):
+            probe(host, probe_server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+def udp_flood(model: str) -> Tally:
+    """``FLOOD[model]`` datagrams at once; each is answered or dropped by the kernel."""
+    import minisocketserver
+
+    count = FLOOD[model]
+    with serving(udp_server(minisocketserver, model)) as server:
+        answered, dropped = flood(server, count)
+    assert answered + dropped == count, (answered, dropped, count)
+    # The kernel's drops are UDP's contract, not the server's loss.
+    return Tally(clients=1, faults=count, expected=count - dropped, answered=answered,
+                 reports=[f"{dropped} dropped by the kernel"])
+
+# -- UDP ------------------------------------------------------------------
+
+#: The datagram models, by the class name both stdlib and ours use.
+UDP_MODELS = {"sync": "UDPServer", "threading": "ThreadingUDPServer",
+              "forking": "ForkingUDPServer"}
+#: Datagrams per flood; forking pays a fork() per datagram, so it gets fewer.
+FLOOD = {"sync": 2000, "threading": 2000, "forking": 200}
+
+
+def udp_handler(impl: Any) -> type:
+    """Replies ``<datagram>``, as ``impl.DatagramRequestHandler`` (ours or stdlib's)."""
+
+    class Bracket(impl.DatagramRequestHandler):  # type: ignore[misc,name-defined]
+        def handle(self) -> None:
+            self.wfile.write(b"<" + self.rfile.read() + b">")
+
+    return Bracket
+
+
+def udp_server(impl: Any, model: str, **attrs: Any) -> Any:
+    cls = type("Server", (getattr(impl, UDP_MODELS[model]),), attrs)
+    return cls(("127.0.0.1", 0), udp_handler(impl))
+
+
+def kernel_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped for ``sock`` (its receive buffer was full).
+
+    The last column of /proc/net/udp, on the line of the socket's inode.
+    """
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    with open("/proc/net/udp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[9] == inode:
+                return int(fields[-1])
+    raise AssertionError("socket not in /proc/net/udp")
+
+
+def flood(server: Any, count: int) -> tuple[int, int]:
+    """Send ``count`` datagrams as fast as possible: ``(answered, dropped by the kernel)``.
+
+    A reader thread collects replies until every datagram is accounted
+    for: answered, or dropped by the kernel at the server's or the client's
+    full receive buffer (UDP under overload).  The server itself must lose
+    none of those it received.
+    """
+    answered = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        client.connect(server.server_address)
+        client.settimeout(0.2)
+
+        def dropped() -> int:
+            return kernel_drops(server.socket) + kernel_drops(client)
+
+        def read() -> None:
+            nonlocal answered
+            deadline = time.monotonic() + WAIT + count / 100
+            while time.monotonic() < deadline:
+                try:
+                    client.recv(64)
+                except TimeoutError:
+                    if answered + dropped() >= count:
+                        return
+                else:
+                    answered += 1
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for i in range(count):
+            client.send(b"%d" % i)
+        reader.join()
+        return answered, dropped()

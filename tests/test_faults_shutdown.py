@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 from fault_clients import ClientHost
 from fault_models import BY_NAME, CONCURRENT, Model
+from fault_scenarios import drain_in_flight, in_flight, stop_loop
 from support import WAIT, Resources
 
 IN_FLIGHT = 5
-FIRST, FIRST_REPLY = b"first\n", b"<first>\n"
 
 
 @pytest.fixture(scope="module")
@@ -53,26 +53,6 @@ def start(server: Any) -> threading.Thread:
     return loop
 
 
-def in_flight(host: ClientHost, server: Any, n: int) -> list[int]:
-    """``n`` clients whose handlers are running, each halfway through a request."""
-    clients = host.connect(server.server_address, n)
-    host.send(clients, FIRST)
-    for got in host.read(clients, size=len(FIRST_REPLY)):
-        assert got.data == FIRST_REPLY, got
-    host.send(clients, b"sec")
-    return clients
-
-
-def stop_loop(server: Any, loop: threading.Thread) -> None:
-    """``shutdown()`` must return promptly even with requests in flight."""
-    stopper = threading.Thread(target=server.shutdown)
-    stopper.start()
-    stopper.join(WAIT)
-    assert not stopper.is_alive(), "shutdown() hung with requests in flight"
-    loop.join(WAIT)
-    assert not loop.is_alive()
-
-
 def in_background(fn: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
     result: list[Any] = []
     thread = threading.Thread(target=lambda: result.append(fn(*args)))
@@ -88,20 +68,8 @@ concurrent = pytest.mark.parametrize("model", CONCURRENT, ids=str)
 def test_drain_lets_in_flight_requests_finish(
     model: Model, host: ClientHost, no_leaks: Resources
 ) -> None:
-    server = model.build()
-    loop = start(server)
-    try:
-        clients = in_flight(host, server, IN_FLIGHT)
-        stop_loop(server, loop)
-        drainer, cut = in_background(server.drain, WAIT)
-        host.send(clients, b"ond\n")
-        host.shut_wr(clients)
-        for got in host.read(clients):
-            assert (got.data, got.end) == (b"<second>\n", "eof")
-        drainer.join(WAIT)
-        assert cut == [0]
-    finally:
-        server.server_close()
+    tally = drain_in_flight(model, host, IN_FLIGHT)
+    assert tally.answered == tally.expected == IN_FLIGHT + 1
 
 
 @concurrent
