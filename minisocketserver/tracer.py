@@ -209,6 +209,8 @@ class Tracer:
         with _active_lock:
             if _active is not None:
                 raise RuntimeError("another Tracer is already enabled")
+            if self._recording is not None:
+                raise RuntimeError("this Tracer has finished its recording: use a new one")
             self._child_dir = tempfile.mkdtemp(prefix="minisocketserver-trace-")
             for cls, names in _traced_classes():
                 for name in sorted(names & vars(cls).keys()):
@@ -794,8 +796,9 @@ class Recording:
         calls: dict[str, list[str]] = {}  # lifeline -> sources of its open calls
         for event, arrows in ordered:
             if event.kind == "note":
-                span = f"{every[0]},{every[-1]}" if len(every) > 1 else every[0]
-                lines.append(f"    Note over {span}: {event.text}")
+                if every:  # a note needs a participant to hang from
+                    span = f"{every[0]},{every[-1]}" if len(every) > 1 else every[0]
+                    lines.append(f"    Note over {span}: {event.text}")
                 continue
             target = ids[(event.lifeline, event.obj)]
             for arrow in arrows:

@@ -103,6 +103,9 @@ def test_recording_is_refused_while_recording() -> None:
     tracer = Tracer()
     with tracer, pytest.raises(RuntimeError, match="disable"):
         tracer.recording()
+    assert tracer.recording().events == []
+    with pytest.raises(RuntimeError, match="finished"):
+        tracer.enable()
 
 
 # -- what is recorded ---------------------------------------------------------------
