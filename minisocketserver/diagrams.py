@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import inspect
 import io
 import socket
@@ -333,6 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check:
             if current != text:
                 stale.append(path.name)
+                # What changed in the code's behaviour, in the diagram's terms.
+                diff = difflib.unified_diff(
+                    (current or "").splitlines(), text.splitlines(),
+                    f"committed {path.name}", f"recorded {path.name}", lineterm="")
+                print("\n".join(list(diff)[:40]))
         elif current != text:
             args.dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")

@@ -46,6 +46,7 @@ def test_check_names_a_stale_diagram(tmp_path: Path) -> None:
     done = diagrams_command("--check", "--dir", str(tmp_path),
                             "construction", "handle-request-timeout")
     assert done.returncode == 1
+    assert "+    p1->>+p1: TCPServer.server_bind()" in done.stdout  # the diff is shown
     assert done.stdout.strip().endswith("stale diagrams (regenerate with python -m "
                                         "minisocketserver.diagrams): construction.mmd")
     # Without --check it rewrites the stale file, and then the check passes.
