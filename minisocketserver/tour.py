@@ -33,7 +33,8 @@ from .tracer import Event, Tracer, timeline_lines
 #: The tour looks every recorded call up here; a hook of the user's own
 #: (not in the table) is printed without an explanation.
 EXPLAIN: dict[str, tuple[str, str]] = {
-    "__init__": ("constructor: store address and handler class, open the socket",
+    "__init__": ("constructor: TCPServer's opens the socket, binds and listens; "
+                 "BaseServer's stores the address and handler class",
                  "docs/04-socket-servers.md"),
     "server_bind": ("bind the socket; port 0 becomes the port the kernel chose",
                     "docs/04-socket-servers.md"),
@@ -377,8 +378,11 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
         tracer.note("the main thread starts serve_forever() on a new thread, the loop thread")
         session.start()
         for number, word in enumerate([b"hello", b"world"], start=1):
-            replies.append(session.request(
-                word, f"client {number} connects, sends {word!r}, then half-closes (SHUT_WR)"))
+            if session.datagram:
+                step = f"client {number} sends the datagram {word!r}"
+            else:
+                step = f"client {number} connects, sends {word!r}, then half-closes (SHUT_WR)"
+            replies.append(session.request(word, step))
         session.stop("the main thread calls shutdown()")
         session.close("the main thread calls server_close()")
     recording = tracer.recording()
