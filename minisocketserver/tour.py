@@ -310,8 +310,18 @@ class LivePrinter:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.calls = 0
+        #: The reader went away (``tour | head``): stop printing, keep serving.
+        self.closed = False
 
     def __call__(self, event: Event) -> None:
+        if self.closed:
+            return
+        try:
+            self._print(event)
+        except BrokenPipeError:
+            self.closed = True
+
+    def _print(self, event: Event) -> None:
         if event.kind == "note":
             self.out.write(f"\n== {event.text}\n")
             self.out.flush()
@@ -386,6 +396,11 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
         session.stop("the main thread calls shutdown()")
         session.close("the main thread calls server_close()")
     recording = tracer.recording()
+    if printer.closed:
+        # Python would report the broken pipe again when it flushes stdout
+        # at exit: send what is left to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0
     on = sorted({e.lifeline for e in recording.events
                  if e.kind == "call" and e.method == "finish_request"})
     out.write(

@@ -174,11 +174,13 @@ class Tracer:
     """Record the library's hooks while enabled; see the module docstring.
 
     ``on_event`` is called with each event as it is recorded (under the
-    tracer's lock, in recording order): the tour prints from it.
+    tracer's lock, in recording order): the tour prints from it.  If it
+    raises, it is not called again and ``disable()`` raises its exception.
     """
 
     def __init__(self, on_event: Callable[[Event], None] | None = None) -> None:
         self._on_event = on_event
+        self._callback_error: Exception | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._events: list[Event] = []
@@ -244,6 +246,8 @@ class Tracer:
             self._last_call.clear()
             self._changed.notify_all()
         shutil.rmtree(self._child_dir, ignore_errors=True)
+        if self._callback_error is not None:
+            raise self._callback_error
 
     def __enter__(self) -> Tracer:
         self.enable()
@@ -439,7 +443,14 @@ class Tracer:
     def _publish(self, event: Event) -> None:
         self._events.append(event)
         if self._on_event is not None:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception as exc:
+                # The callback runs inside the traced server's hooks: its
+                # failure must not become the server's.  It is raised from
+                # disable() instead, and not called again.
+                self._on_event = None
+                self._callback_error = exc
         self._changed.notify_all()
 
     def _quiet(self, me: threading.Thread, loops_only: bool) -> bool:

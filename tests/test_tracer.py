@@ -257,3 +257,23 @@ def test_wait_quiet_gives_up_with_a_timeout(no_leaks: object) -> None:
             server.shutdown()
             loop.join(WAIT)
         server.server_close()
+
+
+@pytest.mark.timeout(20)
+def test_a_failing_callback_does_not_break_the_server(no_leaks: object) -> None:
+    seen: list[Event] = []
+
+    def explode(event: Event) -> None:
+        seen.append(event)
+        raise KeyError("printer broke")
+
+    tracer = Tracer(on_event=explode)
+    session = EchoSession(tracer, socketserver.ThreadingTCPServer, Echo)
+    with pytest.raises(KeyError, match="printer broke"), tracer:
+        session.construct()
+        session.start()
+        assert session.request(b"hello\n", "a client") == b"hello\n"
+        session.stop()
+    session.close()
+    assert len(seen) == 1  # called once, then dropped
+    assert calls(tracer.recording().events, "handle")  # recording went on
