@@ -35,6 +35,8 @@ multiplexing_mixin.py  MultiplexingMixIn: every connection in the loop's thread
 server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
+tracer.py           records which hook runs on which thread; renders diagrams
+tour.py, diagrams.py  ``python -m minisocketserver tour``; the diagrams/ recorder
 
 Where we differ from stdlib (each place says why, with the evidence):
 ``shutdown()`` returns at once instead of after up to ``poll_interval``; an
