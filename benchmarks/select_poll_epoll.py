@@ -14,6 +14,9 @@ asking "is anything ready?", which is what a server pays on every turn of its lo
 It then makes exactly one of the N descriptors readable and times the same call
 again, because a busy server's wait usually does return something.
 
+Time is the thread's CPU time (see ``CLOCK``), so that other work on this shared
+2-core machine does not land in the figures; a wall-clock comparison is recorded too.
+
 Backends: ``select.select``, ``select.poll``, ``select.epoll`` (the raw calls), and the
 ``selectors`` classes built on them (``SelectSelector``, ``PollSelector``,
 ``EpollSelector``), which is what ``socketserver`` and minisocketserver actually call.
@@ -305,12 +308,21 @@ def _noop() -> list[Any]:
 # --------------------------------------------------------------------------------------
 
 
-def _batch(call: Waiter, k: int) -> float:
+#: The clock for every figure: this thread's CPU time (user + system), from
+#: CLOCK_THREAD_CPUTIME_ID.  A zero-timeout wait never sleeps, so on an idle machine it
+#: agrees with wall time; on a shared one it leaves out the moments the scheduler gave
+#: our core to another process, which would otherwise land in random batches.  The
+#: wall-clock comparison recorded under "clock_check" shows how much that matters.
+CLOCK: Callable[[], float] = time.thread_time
+CLOCK_NAME = "time.thread_time() (CLOCK_THREAD_CPUTIME_ID)"
+
+
+def _batch(call: Waiter, k: int, clock: Callable[[], float] = CLOCK) -> float:
     """Seconds per call, averaged over k back-to-back calls."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(k):
         call()
-    return (time.perf_counter() - t0) / k
+    return (clock() - t0) / k
 
 
 def calibrate(call: Waiter, target_s: float) -> int:
@@ -450,6 +462,33 @@ def measure_one_shot(repeats: int, target_s: float, rng: random.Random) -> list[
     return [{"backend": name, **summarize(samples[name])} for name in calls]
 
 
+def compare_clocks(pool: DescriptorPool, repeats: int, target_s: float) -> Json:
+    """One cell (idle poll at N = 500, or the largest N below) on both clocks, alternating.
+
+    The figures use thread CPU time; this records what wall time said at the same
+    moment, so a reader can see how busy the machine was and what CLOCK filtered out.
+    """
+    n = max((x for x in (500, 100, 10) if x <= len(pool.fds)), default=len(pool.fds))
+    with make_waiter(Backend("select.poll", "poll", "raw"), pool.first(n)) as call:
+        k = calibrate(call, target_s)
+        cpu: list[float] = []
+        wall: list[float] = []
+        gc.disable()
+        try:
+            for _ in range(repeats):
+                cpu.append(_batch(call, k, time.thread_time))
+                wall.append(_batch(call, k, time.perf_counter))
+        finally:
+            gc.enable()
+    return {
+        "backend": "select.poll",
+        "scenario": "idle",
+        "n": n,
+        "thread_time": summarize(cpu),
+        "perf_counter": summarize(wall),
+    }
+
+
 def measure_floor(repeats: int, target_s: float) -> Json:
     """The same timing loop around a Python function that does nothing.
 
@@ -499,7 +538,12 @@ def run(sizes: Sequence[int], repeats: int, target_s: float, argv: Sequence[str]
         "schema": 1,
         "machine": machine_info(),
         "command": shlex.join([sys.executable, "benchmarks/select_poll_epoll.py", *argv]),
-        "settings": {"sizes": list(sizes), "repeats": repeats, "target_batch_s": target_s},
+        "settings": {
+            "sizes": list(sizes),
+            "repeats": repeats,
+            "target_batch_s": target_s,
+            "clock": CLOCK_NAME,
+        },
         "rlimit_nofile": rlimit,
         # Probe first, in a fresh process, so F_DUPFD lands on exactly 1023 and 1024.
         "limits": probe_limits(),
@@ -517,6 +561,7 @@ def run(sizes: Sequence[int], repeats: int, target_s: float, argv: Sequence[str]
             for n in fits:
                 rows += measure_size(pool, n, repeats, target_s, rng)
                 print(f"N={n:>6} done ({time.monotonic() - t0:5.1f} s)", file=sys.stderr)
+            data["clock_check"] = compare_clocks(pool, repeats, target_s)
         finally:
             pool.close()
     data["results"] = rows
@@ -542,6 +587,10 @@ def _med(data: Json, backend: str, scenario: str, n: int) -> float | None:
     if row is None or row["status"] != "ok":
         return None
     return float(row["median_us"])
+
+
+def _lowest_fd(data: Json) -> int:
+    return min((int(r["min_fd"]) for r in data["results"]), default=3)
 
 
 def _ok_sizes(data: Json, backend: str, scenario: str) -> list[int]:
@@ -653,9 +702,10 @@ def render_markdown(data: Json) -> str:
     w("")
     w(
         "N descriptors are registered for reading: both ends of N/2 `socketpair()`s,"
-        " numbered densely from 3 upwards, as a server holding N quiet connections would"
-        " have them. Then one call with a **zero timeout** is timed: `select.select(fds, [],"
-        " [], 0)`, `poll.poll(0)`, `epoll.poll(0)`, or `Selector.select(0)`. A zero timeout"
+        f" the lowest free numbers (from {_lowest_fd(data)} up), as a server holding N quiet"
+        " connections would have them. Then one call with a **zero timeout** is timed:"
+        " `select.select(fds, [], [], 0)`, `poll.poll(0)`, `epoll.poll(0)`, or"
+        " `Selector.select(0)`. A zero timeout"
         ' measures the cost of *asking* ("is anything ready?"), which a server pays on'
         " every turn, without ever sleeping. Two scenarios:"
     )
@@ -671,11 +721,34 @@ def render_markdown(data: Json) -> str:
         f" (each batch about {s['target_batch_s'] * 1000:g} ms), in microseconds per call,"
         f" with the 10th{DASH}90th percentile range in brackets. Backends are timed round-robin"
         " in a shuffled order, so a slow moment on the machine hits all of them alike. The"
-        f" same loop around a Python function that does nothing costs"
-        f" {_fmt_us(data['floor']['median_us'])} µs per call: differences smaller than that"
-        " are noise."
+        " same loop around a Python function that does nothing costs"
+        f" {_fmt_us(data['floor']['median_us'])} µs per call; every figure includes that"
+        " much loop overhead."
     )
     w("")
+    cc = data.get("clock_check")
+    if cc:
+        cpu, wall = cc["thread_time"], cc["perf_counter"]
+        w(
+            "The clock is this thread's CPU time (`time.thread_time()`, that is"
+            " `CLOCK_THREAD_CPUTIME_ID`: user plus system time), not wall time. A"
+            " zero-timeout wait never sleeps, so on a quiet machine the two agree; on a"
+            " shared one, CPU time leaves out the moments the scheduler ran another process"
+            f" on our core. During this run, idle `poll` at N = {cc['n']} measured"
+            f" {_fmt_us(cpu['median_us'])} µs ({_fmt_us(cpu['p10_us'])}{DASH}"
+            f"{_fmt_us(cpu['p90_us'])}) in CPU time and {_fmt_us(wall['median_us'])} µs"
+            f" ({_fmt_us(wall['p10_us'])}{DASH}{_fmt_us(wall['p90_us'])}) in wall time,"
+            " batch for batch."
+        )
+        w("")
+    else:
+        # Recordings made before the CPU-time clock (schema 1 without "clock").
+        w(
+            "The clock is wall time (`time.perf_counter()`). A zero-timeout wait never"
+            " sleeps, so that is the call's cost as long as nothing else runs on our core;"
+            " the load average below says how true that was during the run."
+        )
+        w("")
     w("## The machine")
     w("")
     w(f"* CPU: {m['cpu']}, {m['cores']} cores")
@@ -685,15 +758,21 @@ def render_markdown(data: Json) -> str:
         f"* Load average (1 min) before / after the run: {m['loadavg_1min_before']} /"
         f" {m['loadavg_1min_after']}"
     )
-    w(
-        f"* RLIMIT_NOFILE: soft {data['rlimit_nofile']['soft_before']} (raised to"
-        f" {data['rlimit_nofile']['soft']} where needed), hard {data['rlimit_nofile']['hard']}"
-    )
+    rl = data["rlimit_nofile"]
+    if rl["soft"] != rl["soft_before"]:
+        w(f"* RLIMIT_NOFILE: soft limit raised from {rl['soft_before']} to {rl['soft']}")
+    else:
+        w(f"* RLIMIT_NOFILE: soft limit {rl['soft']} (enough; not raised), hard {rl['hard']}")
     w(f"* Command, from the repository root, took {data['elapsed_s']} s:")
     w("")
     w("  ```console")
     w(f"  $ {data['command']}")
     w("  ```")
+    w("")
+    w(
+        "  The plot needs matplotlib (`pip install -r benchmarks/requirements.txt`);"
+        " `--quick` runs a tiny version in a second and writes nothing."
+    )
     w("")
     if data.get("skipped_sizes"):
         w(
@@ -783,6 +862,7 @@ def render_markdown(data: Json) -> str:
             )
     # 4. selectors overhead.
     sel_bits = []
+    noisy: list[str] = []
     for raw, wrapped in (
         ("select.select", "SelectSelector"),
         ("select.poll", "PollSelector"),
@@ -794,7 +874,8 @@ def render_markdown(data: Json) -> str:
         top = ns[-1]
         r0, x0 = _med(data, raw, "idle", ns[0]), _med(data, wrapped, "idle", ns[0])
         r1, x1 = _med(data, raw, "idle", top), _med(data, wrapped, "idle", top)
-        if None in (r0, x0, r1, x1):
+        raw_top = _cell(data, raw, "idle", top)
+        if None in (r0, x0, r1, x1) or raw_top is None:
             continue
         assert r0 is not None and x0 is not None and r1 is not None and x1 is not None
         sel_bits.append(
@@ -802,13 +883,23 @@ def render_markdown(data: Json) -> str:
             f" ({_fmt_us(x0)} vs {_fmt_us(r0)}) and {_fmt_us(x1 - r1)} µs at N = {top}"
             f" ({_fmt_us(x1)} vs {_fmt_us(r1)})"
         )
+        if raw_top["p10_us"] <= x1 <= raw_top["p90_us"] and abs(x1 - r1) / x1 > 0.05:
+            # The difference is smaller than the raw call's own spread: say so rather
+            # than present run-to-run noise as the wrapper's cost.
+            noisy.append(
+                f"at N = {top} the `{wrapped}` median lies inside `{raw}`'s own p10{DASH}p90"
+                f" range ({_fmt_us(raw_top['p10_us'])}{DASH}{_fmt_us(raw_top['p90_us'])} µs),"
+                " so that difference is within the measurement's spread, not a wrapper cost"
+            )
     if sel_bits:
         w(
-            "* **`selectors` adds a little on top; the shape comes from the call"
-            f" underneath.** Idle: {'; '.join(sel_bits)}. The wrapper maps each ready"
-            " descriptor back to its `SelectorKey` (and `SelectSelector` hands `select()` a"
-            " set, which it converts like the list); next to a scan of thousands of"
-            " descriptors that is small, so each wrapper's curve follows its system call's."
+            "* **`selectors` adds a per-call cost on top; the shape comes from the call"
+            f" underneath.** Idle: {'; '.join(sel_bits)}."
+            + (f" Note: {'; '.join(noisy)}." if noisy else "")
+            + " The wrapper maps each ready descriptor back to its `SelectorKey` (and"
+            " `SelectSelector` hands `select()` a set, which it converts like the list);"
+            " next to a scan of thousands of descriptors that is small, so each wrapper's"
+            " curve follows its system call's."
         )
     er_hi = _med(data, "EpollSelector", "idle", hi)
     e_hi = _med(data, "select.epoll", "idle", hi)
@@ -817,9 +908,9 @@ def render_markdown(data: Json) -> str:
         w(
             f"* **`EpollSelector` is not quite flat.** Idle, it goes from {_fmt_us(er_lo)} µs"
             f" at N = {lo} to {_fmt_us(er_hi)} µs at N = {hi}, where raw `epoll.poll(0)`"
-            f" takes {_fmt_us(e_hi)} µs. `EpollSelector.select` passes"
-            " `maxevents = len(registered descriptors)`, and CPython allocates an event"
-            " buffer of that size on every call; the kernel side stays flat."
+            f" takes {_fmt_us(e_hi)} µs. A likely cause, not measured here:"
+            " `EpollSelector.select` passes `maxevents = len(registered descriptors)`, and"
+            " CPython allocates an event buffer of that size on every call."
         )
     # 5. The select limit.
     w(
@@ -897,9 +988,10 @@ def _select_limit_text(data: Json, limits: Json) -> str:
             f" works; at N = {first_err['n']} the highest descriptor is"
             f" {first_err['max_fd']} and it raises `{first_err['error']['type']}:"
             f" {first_err['error']['message']}`, although {first_err['n']} <"
-            f" {FD_SETSIZE}: the numbers below {first_err['min_fd']}, the lowest registered"
-            f" one, were already taken (0{DASH}2 by stdin, stdout and stderr, the rest by the"
-            " interpreter)."
+            f" {FD_SETSIZE}: {first_err['max_fd'] + 1 - first_err['n']} of the numbers"
+            f" 0{DASH}{first_err['max_fd']} were held by other open files (stdin, stdout,"
+            " stderr, and whatever the process inherited), so the registered ones reached"
+            " past 1023."
         )
     if "skipped" in limits:
         parts.append(f" (The direct probe was skipped: {limits['skipped']}.)")
