@@ -76,6 +76,8 @@ EXPLAIN: dict[str, tuple[str, str]] = {
     "line_received": ("a whole line arrived on a multiplexed connection",
                       "docs/08-multiplexing.md"),
     "eof_received": ("the client half-closed its side", "docs/08-multiplexing.md"),
+    "output_drained": ("backpressure is over: the queue drained, reading resumes",
+                       "docs/08-multiplexing.md"),
     "send": ("queue bytes; the kernel takes what fits now, never blocking",
              "docs/08-multiplexing.md"),
     "close": ("end the connection once its output has drained",

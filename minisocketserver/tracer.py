@@ -80,8 +80,8 @@ SERVER_HOOKS = frozenset({
 HANDLER_HOOKS = frozenset({"setup", "handle", "finish"})
 #: The multiplexing model's handler: callbacks, and what ends a connection.
 MULTIPLEXED_HANDLER_HOOKS = frozenset({
-    "setup", "data_received", "line_received", "eof_received", "finish", "send", "close",
-    "_on_ready", "_end",
+    "setup", "data_received", "line_received", "eof_received", "output_drained", "finish",
+    "send", "close", "_on_ready", "_end",
 })
 #: ``ServerGroup``: the loop over its members, and stopping it.
 GROUP_HOOKS = frozenset({"serve_forever", "shutdown", "server_close"})
