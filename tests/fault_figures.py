@@ -31,8 +31,9 @@ HERE = Path(__file__).resolve().parent
 STREAM_SCENARIOS: list[tuple[str, Callable[[Model, ClientHost], scenarios.Tally]]] = [
     ("resets (RST) before/during/after a request", scenarios.resets),
     ("half-close after the request", scenarios.half_close),
-    ("slowloris: silent and 1-byte clients, timeout 0.5 s", scenarios.slowloris),
+    ("slowloris: silent and 1-byte clients, timeout 0.5 s (sync 0.6 s)", scenarios.slowloris),
     ("never reads an 8 MB reply, timeout 0.5 s", scenarios.never_reads),
+    ("200 pipelined requests for 64 KiB, read at the end", scenarios.backpressure),
     ("handler raises an Exception", scenarios.handler_raises),
     ("shutdown() + drain() with requests in flight", scenarios.drain_in_flight),
 ]
@@ -136,6 +137,17 @@ def main() -> None:
               f"{tally.answered} of {tally.expected} | {tally.lost} | "
               f"{fds} / {threads} / {children} |")
     print()
+    print("| slow clients, per model | closed after their last byte (min - max) |")
+    print("|---|---|")
+    for _, model_name, tally, _ in rows:
+        if tally.closed_after:
+            print(f"| {model_name} | {min(tally.closed_after):.3f} - "
+                  f"{max(tally.closed_after):.3f} s |")
+    print()
+    for *_, tally, _ in rows:
+        if tally.peak_pending:
+            print(f"Multiplexing, pipelined requests: at most {tally.peak_pending:,} bytes "
+                  "queued on the connection (write_high_water: 65,536).\n")
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     print(f"Out of descriptors (load average {load} on {os.cpu_count()} cores):\n")
@@ -149,5 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))
     main()

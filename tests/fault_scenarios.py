@@ -37,6 +37,11 @@ class Tally:
     answered: int = 0
     #: ``handle_error`` reports (and multiplexed ``finish`` calls), by name.
     reports: list[str] = field(default_factory=list)
+    #: Slow clients: seconds from each one's last byte to its close (as seen
+    #: by the client, so an upper bound).
+    closed_after: list[float] = field(default_factory=list)
+    #: Multiplexing: the most output ever queued on one connection (bytes).
+    peak_pending: int = 0
 
     @property
     def lost(self) -> int:
@@ -167,6 +172,7 @@ def slowloris(model: Model, host: ClientHost, silent: int = 5, trickling: int = 
         for got in host.read(quiet + slow, timeout=WAIT):
             assert got.end in ("eof", "reset"), got
             assert 0.95 * timeout <= got.idle <= timeout + LATE, got.idle
+            tally.closed_after.append(got.idle)
         probe(host, server, tally)
         tally.reports = errors.collected()
     return tally
@@ -194,6 +200,30 @@ def never_reads(model: Model, host: ClientHost) -> Tally:
         assert errors.wait_for(1, WAIT, gave_up) == [gave_up], errors.seen
         [got] = host.read([client])
         assert got.end == "eof" and len(got.data) < BIG_REPLY, (got.end, len(got.data))
+        probe(host, server, tally)
+        tally.reports = errors.collected()
+    return tally
+
+
+#: Pipelined requests for ``backpressure``, and the reply each asks for.
+PIPELINED, REPLY_SIZE = 200, 65536
+
+
+def backpressure(model: Model, host: ClientHost) -> Tally:
+    """A client pipelines requests for large replies and reads only at the end.
+
+    Every reply must arrive in full.  The multiplexing model records the
+    most output it ever queued for the connection (``peak_pending``).
+    """
+    tally = Tally(clients=1, faults=1, expected=PIPELINED)
+    with running(model) as (server, errors):
+        [client] = host.connect(server.server_address, rcvbuf=4096)
+        host.send([client], b"big %d\n" % REPLY_SIZE * PIPELINED)
+        host.shut_wr([client])
+        [got] = host.read([client])
+        assert got.end == "eof" and got.data == b"x" * (PIPELINED * REPLY_SIZE), len(got.data)
+        tally.answered = PIPELINED
+        tally.peak_pending = server.peak_pending
         probe(host, server, tally)
         tally.reports = errors.collected()
     return tally
