@@ -15,6 +15,13 @@ A page missing from ``nav`` would fail ``mkdocs build --strict``, and the
 scripts do not edit mkdocs.yml, so any top-level page that ``nav`` does not
 list is appended to its last section ("Measured"), titled by its first
 heading.
+
+Links to repository files.  The site serves ``docs/`` only, so a page's
+link to a file elsewhere in the repository (``[the harness](../benchmarks/run.py)``)
+would be broken on the site.  Such a link, when its target exists, becomes
+the file's repository path in code style (``benchmarks/run.py``), which a
+reader finds in their checkout; a link to a file that does not exist is
+left alone, for mkdocs and the browser test to report.
 """
 
 from __future__ import annotations
@@ -58,6 +65,28 @@ def on_config(config: MkDocsConfig, **kwargs: Any) -> MkDocsConfig:
         heading = re.search(r"^# (.+)$", page.read_text(encoding="utf-8"), re.M)
         section.append({heading.group(1).strip() if heading else page.stem: page.name})
     return config
+
+
+#: A Markdown inline link whose target climbs out of the page's directory.
+_OUTWARD_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\((?P<target>\.\./[^)\s#]+)\)")
+
+
+def on_page_markdown(markdown: str, page: Any, config: MkDocsConfig, files: Files,
+                     **kwargs: Any) -> str:
+    """Called by mkdocs for each page: turn links to repository files into their paths."""
+    docs = Path(config.docs_dir).resolve()
+    root = Path(config.config_file_path).resolve().parent
+    here = (docs / page.file.src_uri).parent
+
+    def replace(match: re.Match[str]) -> str:
+        target = (here / match.group("target")).resolve()
+        if docs in target.parents or root not in target.parents or not target.exists():
+            return match.group(0)
+        path = target.relative_to(root).as_posix()
+        text = match.group("text").strip("`")
+        return f"`{path}`" if text == path else f"{match.group('text')} (`{path}`)"
+
+    return _OUTWARD_LINK.sub(replace, markdown)
 
 
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
