@@ -259,6 +259,34 @@ def servers_section(results: Results) -> list[str]:
     return ["## The servers", "", *table(["id", "server", "protocol", "in this run"], rows), ""]
 
 
+def saturation_warning(results: Results) -> list[str]:
+    """Say so up front when the machine was saturated during most runs.
+
+    The generator and the servers together need about the two cores of the
+    machines this runs on; a box that was already busy (other work sharing
+    it) depresses every figure and widens every min–max.
+    """
+    shares = [
+        float(r["machine_busy_share"])
+        for sc in results["scenarios"].values()
+        for runs in sc["runs"].values()
+        for r in ok_runs(runs)
+        if r.get("machine_busy_share") is not None and r["machine_busy_share"] >= 0
+    ]
+    saturated = sum(1 for x in shares if x >= MACHINE_BOUND)
+    if not shares or saturated == 0:
+        return []
+    return [
+        f"**The machine was at least {MACHINE_BOUND:.0%} busy during {saturated} of the "
+        f"{len(shares)} load runs** (‡ in the tables; the load average is in the table above). "
+        "Where that happened the figures show what each server got out of a saturated box, "
+        "shared with whatever else was running; read the ratios (each computed between runs "
+        "made side by side) rather than the absolute figures, and re-run on a quiet machine "
+        "for the absolute figures.",
+        "",
+    ]
+
+
 def summary_section(results: Results) -> list[str]:
     """One row per echo server, like the table of issue 6."""
     scs = results["scenarios"]
@@ -806,6 +834,7 @@ def write_report(results: Results, out: Path) -> None:
         if plot_note:
             lines.append(f"- {plot_note}")
         lines.append("")
+    lines += saturation_warning(results)
     lines += summary_section(results)
     lines += targets_section(results)
     rel_lines = ratios_section(
