@@ -59,6 +59,7 @@ from __future__ import annotations
 import selectors
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .reactor import Reactor, Timer
@@ -82,7 +83,8 @@ class MultiplexedRequestHandler:
     once when the connection ends, for any reason, if ``setup()`` returned.
 
     Methods for the handler's code: ``send(data)``, ``close()``, ``pending``.
-    Methods to override: setup, data_received, eof_received, finish.
+    Methods to override: setup, data_received, eof_received, output_drained,
+    finish.
     Class variables: recv_size, timeout, write_high_water, write_low_water.
     Instance variables: request (the socket), client_address, server.
 
@@ -145,6 +147,15 @@ class MultiplexedRequestHandler:
         handler must ``close()`` it itself.
         """
         self.close()
+
+    def output_drained(self) -> None:
+        """Called when backpressure ends: the queue fell back to ``write_low_water``.
+
+        Reading resumes (unless the client has half-closed).  A handler that
+        holds back work while paused, as ``LineRequestHandler`` holds back
+        lines it has buffered, continues it here: no more data may come to
+        prompt it.
+        """
 
     def finish(self) -> None:
         """Called exactly once when the connection ends, just before the socket closes."""
@@ -250,14 +261,18 @@ class MultiplexedRequestHandler:
             self._break()  # ECONNRESET, ETIMEDOUT...: the connection is gone
             return
         self._touch()
+        if data:
+            self._call(self.data_received, data)
+        else:
+            # b"" is end-of-stream, and it repeats on every recv() from now
+            # on: stop reading (the seed answered it forever).
+            self._eof = True
+            self._call(self.eof_received)
+
+    def _call(self, hook: Callable[..., None], *args: bytes) -> None:
+        """Run one of the handler's hooks; an exception ends this connection alone."""
         try:
-            if data:
-                self.data_received(data)
-            else:
-                # b"" is end-of-stream, and it repeats on every recv() from
-                # now on: stop reading (the seed answered it forever).
-                self._eof = True
-                self.eof_received()
+            hook(*args)
         except Exception:
             self.server.handle_error(self.request, self.client_address)
             self._break()
@@ -281,6 +296,7 @@ class MultiplexedRequestHandler:
         self._touch()
         if self._paused and len(self._output) <= self.write_low_water:
             self._paused = False
+            self._call(self.output_drained)
 
     def _break(self) -> None:
         """The connection cannot go on: drop the output, end at the loop's next look."""
@@ -337,6 +353,11 @@ class LineRequestHandler(MultiplexedRequestHandler):
     Bytes are split on ``b"\\n"`` before any decoding, which is safe for
     UTF-8: the byte 0x0A never occurs inside a multi-byte character.
 
+    Backpressure reaches the lines too: once the queued output passes
+    ``write_high_water``, the lines left in the buffer wait until it has
+    drained (``output_drained``).  Otherwise one ``recv()`` full of short
+    requests for large replies would queue every reply at once.
+
     Class variables: max_line (plus those of ``MultiplexedRequestHandler``).
     """
 
@@ -346,30 +367,44 @@ class LineRequestHandler(MultiplexedRequestHandler):
 
     def __init__(self, request: socket.socket, client_address: Any, server: Any) -> None:
         self._partial = bytearray()
+        self._eof_deferred = False  # EOF came while lines were held back
         super().__init__(request, client_address, server)
 
     def line_received(self, line: bytes) -> None:
         """Called with each complete line, ``b"\\n"`` included.  Override this."""
 
     def data_received(self, data: bytes) -> None:
-        """Split what arrived into lines; keep an unfinished one for later."""
-        buffer = self._partial
-        buffer += data
-        start = 0
-        while not self._closing and (end := buffer.find(b"\n", start)) >= 0:
-            self.line_received(bytes(buffer[start : end + 1]))
-            start = end + 1
-        del buffer[:start]
-        if len(buffer) > self.max_line:
-            buffer.clear()
+        """Buffer what arrived and deliver the complete lines."""
+        self._partial += data
+        if self._deliver_lines() and len(self._partial) > self.max_line:
+            self._partial.clear()
             self.close()
 
     def eof_received(self) -> None:
-        """Deliver a last unterminated line, then close."""
+        """Deliver the lines left, the last one even without its newline, then close."""
+        if not self._deliver_lines():
+            self._eof_deferred = True  # finish once the replies have drained
+            return
         if self._partial and not self._closing:
             self.line_received(bytes(self._partial))
-            self._partial.clear()
+        self._partial.clear()
         super().eof_received()
+
+    def output_drained(self) -> None:
+        """Backpressure is over: deliver the lines held back, and a deferred EOF."""
+        if self._deliver_lines() and self._eof_deferred:
+            self._eof_deferred = False
+            self.eof_received()
+
+    def _deliver_lines(self) -> bool:
+        """``line_received`` each complete buffered line; False if backpressure stopped it."""
+        buffer = self._partial
+        start = 0
+        while not (self._closing or self._paused) and (end := buffer.find(b"\n", start)) >= 0:
+            self.line_received(bytes(buffer[start : end + 1]))
+            start = end + 1
+        del buffer[:start]
+        return not self._paused
 
 
 # For the type checker the mixin is a TCPServer (it serves stream sockets and

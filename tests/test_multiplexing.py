@@ -153,6 +153,34 @@ def test_backpressure_stops_reading_and_bounds_queued_output(no_leaks: Resources
 
 
 @pytest.mark.timeout(20)
+def test_backpressure_holds_back_buffered_lines_until_the_queue_drains(
+    no_leaks: Resources,
+) -> None:
+    requests, reply_size = 200, 64 * 1024
+    peak = [0]
+
+    class BigReplies(socketserver.LineRequestHandler):
+        def line_received(self, line: bytes) -> None:
+            self.send(b"x" * int(line.split()[1]))
+            peak[0] = max(peak[0], self.pending)
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), BigReplies)
+    with serving(server), socket.socket() as client:
+        # A small receive window, so that the kernel's buffers cannot absorb
+        # the replies in the server's place (set before connect to count).
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(WAIT)
+        client.connect(server.server_address)
+        # One chunk holds every request, and EOF follows at once: the lines
+        # and the EOF must wait in the handler while the replies drain.
+        client.sendall(b"big %d\n" % reply_size * requests)
+        client.shutdown(socket.SHUT_WR)
+        reply = recv_until_eof(client)
+    assert reply == b"x" * (requests * reply_size)
+    assert peak[0] <= BigReplies.write_high_water + reply_size
+
+
+@pytest.mark.timeout(20)
 def test_idle_timeout_closes_only_idle_connections(no_leaks: Resources) -> None:
     recorder = Recorder()
 
