@@ -378,6 +378,33 @@ def test_drain_cuts_idle_connections(no_leaks: Resources) -> None:
     recorder.wait_finished(1)
 
 
+@pytest.mark.timeout(20)
+def test_drain_serves_open_connections_until_they_end(no_leaks: Resources) -> None:
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Echo)
+    loop = threading.Thread(target=server.serve_forever)
+    loop.start()
+    cut: list[int] = []
+    try:
+        with connect(server.server_address) as client:
+            client.sendall(b"a")
+            assert recv_exactly(client, 1) == b"a"
+            drainer = threading.Thread(target=lambda: cut.append(server.drain(WAIT)))
+            drainer.start()
+            loop.join(WAIT)  # drain() has shut the loop down
+            assert not loop.is_alive()
+            # Only drain()'s own loop can answer now.
+            client.sendall(b"b")
+            assert recv_exactly(client, 1) == b"b"
+            client.shutdown(socket.SHUT_WR)
+            assert recv_until_eof(client) == b""
+            drainer.join(WAIT)
+            assert cut == [0]
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+
+
 def _loop_thread_cpu_seconds() -> float:
     [loop] = [t for t in threading.enumerate() if t.name == "serve_forever"]
     with open(f"/proc/self/task/{loop.native_id}/stat") as f:
