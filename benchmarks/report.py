@@ -274,9 +274,25 @@ def saturation_warning(results: Results) -> list[str]:
         if r.get("machine_busy_share") is not None and r["machine_busy_share"] >= 0
     ]
     saturated = sum(1 for x in shares if x >= MACHINE_BOUND)
+    background = [
+        float(r["background_busy_share"])
+        for sc in results["scenarios"].values()
+        for runs in sc["runs"].values()
+        for r in ok_runs(runs)
+        if r.get("background_busy_share") is not None
+    ]
+    lines = []
+    if background:
+        lines += [
+            "Background load: in the pause before each run, when nothing of the benchmark was "
+            f"running, the machine was busy {fmt_share(statistics.median(background))} of the "
+            f"time (median; max {fmt_share(max(background))}) with other work.",
+            "",
+        ]
     if not shares or saturated == 0:
-        return []
+        return lines
     return [
+        *lines,
         f"**The machine was at least {MACHINE_BOUND:.0%} busy during {saturated} of the "
         f"{len(shares)} load runs** (‡ in the tables; the load average is in the table above). "
         "Where that happened the figures show what each server got out of a saturated box, "

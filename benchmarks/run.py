@@ -78,14 +78,15 @@ class Settings:
     setup_inflight: int = 4
     #: how long the generator follows connections still in flight at the end
     grace_seconds: float = 8.0
-    #: pause between runs, so one run's teardown does not overlap the next
+    #: pause before each run, so one run's teardown does not overlap the next;
+    #: the machine's load during it is recorded as background load
     settle_seconds: float = 0.3
 
 
 FULL = Settings(
     repeats=3,
     pingpong_conns=(1, 16, 64, 256),
-    pingpong_seconds=2.0,
+    pingpong_seconds=1.5,
     warmup_seconds=0.3,
     connrate_conns=16,
     connrate_seconds=3.0,
@@ -686,10 +687,18 @@ def run_scenario(sc: Scenario, s: Settings, progress: list[int]) -> dict[str, An
                 runs[name].append({"ok": False, "error": "skipped after an earlier failure"})
                 log(f"{where}: skipped after an earlier failure")
                 continue
+            # Pause before each run so one run's teardown does not overlap the
+            # next, and measure how busy the machine is meanwhile: nothing of
+            # the benchmark runs then, so that is other work sharing the box.
+            busy0, total0 = machine_jiffies()
+            time.sleep(s.settle_seconds)
+            busy1, total1 = machine_jiffies()
+            background = (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
             t0 = time.monotonic()
             try:
                 result = sc.measure(name)
                 result["ok"] = True
+                result["background_busy_share"] = background
                 share = result.get("cpu_share")
                 log(
                     f"{where}: {result['value']:.1f} {sc.unit}"
@@ -701,7 +710,6 @@ def run_scenario(sc: Scenario, s: Settings, progress: list[int]) -> dict[str, An
                 failed.add(name)
                 log(f"{where}: FAILED: {exc}")
             runs[name].append(result)
-            time.sleep(s.settle_seconds)
     return {
         "key": sc.key,
         "family": sc.family,
