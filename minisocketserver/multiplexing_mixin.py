@@ -88,9 +88,9 @@ class MultiplexedRequestHandler:
     Class variables: recv_size, timeout, write_high_water, write_low_water.
     Instance variables: request (the socket), client_address, server.
 
-    Error handling: an exception from ``setup``, ``data_received`` or
-    ``eof_received`` goes to ``server.handle_error()``, and this connection
-    alone is closed at once (queued output is dropped).  An ``OSError`` on
+    Error handling: an exception from a hook (``setup``, ``data_received``,
+    ``eof_received``, ``output_drained``) goes to ``server.handle_error()``,
+    and this connection alone is closed at once (queued output is dropped).  An ``OSError`` on
     the socket (ECONNRESET, EPIPE: the peer went away) closes it at once too,
     quietly: a client leaving is not a server error.
 
