@@ -125,8 +125,9 @@ def open_connections(port: int, count: int, wave: int, deadline: float) -> list[
     return socks
 
 
-def echo_round(sel: selectors.BaseSelector, socks: list[socket.socket], message: bytes,
-               deadline: float) -> None:
+def echo_round(
+    sel: selectors.BaseSelector, socks: list[socket.socket], message: bytes, deadline: float
+) -> None:
     """Send ``message`` on every socket, then wait until each has it back."""
     for sock in socks:
         # 64 bytes always fit an empty send buffer: send() takes them whole.
@@ -152,12 +153,15 @@ def echo_round(sel: selectors.BaseSelector, socks: list[socket.socket], message:
 def run(args: argparse.Namespace) -> int:
     hard = raise_nofile()
     if hard < args.connections + 100:
-        print(f"the hard descriptor limit ({hard}) is too low for {args.connections}"
-              " connections", file=sys.stderr)
+        print(
+            f"the hard descriptor limit ({hard}) is too low for {args.connections} connections",
+            file=sys.stderr,
+        )
         return 1
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", "--selector", args.selector],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     socks: list[socket.socket] = []
     try:
@@ -182,16 +186,22 @@ def run(args: argparse.Namespace) -> int:
         peak = proc_status(server.pid)
         threads = int(peak["Threads"])
         per_conn = (kib(peak, "VmHWM") - kib(base, "VmHWM")) * 1024 / args.connections
-        print(f"python {sys.version.split()[0]}, selector {args.selector}, "
-              f"{args.connections} connections, {args.size}-byte messages")
+        print(
+            f"python {sys.version.split()[0]}, selector {args.selector}, "
+            f"{args.connections} connections, {args.size}-byte messages"
+        )
         print(f"connections opened in {connect_seconds:.2f} s")
         print(f"server threads: {threads}")
-        print(f"server VmHWM: idle {kib(base, 'VmHWM') / 1024:.1f} MiB, "
-              f"with the connections {kib(peak, 'VmHWM') / 1024:.1f} MiB")
+        print(
+            f"server VmHWM: idle {kib(base, 'VmHWM') / 1024:.1f} MiB, "
+            f"with the connections {kib(peak, 'VmHWM') / 1024:.1f} MiB"
+        )
         print(f"peak memory per connection: {per_conn:.0f} bytes")
-        print(f"round trips: {args.connections * args.rounds} in {elapsed:.2f} s = "
-              f"{args.connections * args.rounds / elapsed:,.0f}/s "
-              f"({args.rounds} rounds of one message on every connection)")
+        print(
+            f"round trips: {args.connections * args.rounds} in {elapsed:.2f} s = "
+            f"{args.connections * args.rounds / elapsed:,.0f}/s "
+            f"({args.rounds} rounds of one message on every connection)"
+        )
         return 0 if threads == 1 else 1
     finally:
         for sock in socks:
