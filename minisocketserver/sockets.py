@@ -114,11 +114,14 @@ class TCPServer(BaseServer):
         return self.socket.accept()
 
     def shutdown_request(self, request: Any) -> None:
-        """End a connection gracefully: send FIN, then close.
+        """End a connection: send FIN now, then close our descriptor.
 
-        Shutting down the write side first makes the kernel flush what the
-        handler wrote and then send FIN; a bare ``close()`` with unread input
-        still queued would send RST instead and could destroy the reply.
+        ``close()`` only drops this process's reference: the connection
+        stays open while anything else holds it (a ``makefile()`` object a
+        handler kept, or the copy a forked child inherited), and the client
+        waits for an EOF that does not come.  ``shutdown(SHUT_WR)`` acts on
+        the connection itself: queued data is flushed, then FIN is sent,
+        whoever else holds the descriptor.
         """
         # OSError: the peer reset or already closed the connection
         # (ENOTCONN); nothing is left to flush, and close_request() must run.
