@@ -9,6 +9,7 @@ into the parent's loop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import socket
@@ -205,12 +206,14 @@ def test_forking_block_on_close_false_leaves_children_to_the_caller(
     # The loop has stopped, so process_request() has recorded the child.
     assert pid in server.active_children
     with client:
-        # server_close() returned with the child still running...
-        assert os.waitpid(pid, os.WNOHANG) == (0, 0)
-        # ...which ends at the client's EOF (SHUT_WR: the child holds a copy
-        # of this very socket, so close() alone would send nothing).
-        client.shutdown(socket.SHUT_WR)
-        _, status = os.waitpid(pid, 0)
+        try:
+            # server_close() returned with the child still running...
+            assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+        finally:
+            # ...which ends at the client's EOF (SHUT_WR: the child holds a
+            # copy of this very socket, so close() alone would send nothing).
+            client.shutdown(socket.SHUT_WR)
+            _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
 
@@ -331,3 +334,48 @@ def test_forking_handle_request_reaps_children_in_handle_timeout(no_leaks: Resou
             if not server.active_children:
                 break
         assert server.active_children == set()
+
+
+def test_forking_at_max_children_accepts_no_more_until_one_exits(no_leaks: Resources) -> None:
+    peak = []
+
+    class Server(ours.ForkingTCPServer):
+        max_children = 2
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            super().process_request(request, client_address)  # the child never returns
+            peak.append(len(self.active_children))
+
+    class Held(ours.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"%d\n" % os.getpid())
+            self.rfile.read()  # held until the client's SHUT_WR
+
+    def release(client: socket.socket) -> None:
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == b""
+
+    with serving(Server(("127.0.0.1", 0), Held), poll_interval=0.01) as server:
+        clients = [connect(server.server_address) for _ in range(3)]
+        first, second, third = clients
+        try:
+            assert first.recv(100) and second.recv(100)
+            # Two children hold the limit: the third connection waits in the
+            # backlog.  (Were the limit ignored, its child would answer well
+            # within this bound; a correct server never does: no flake.)
+            third.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                third.recv(100)
+            third.settimeout(WAIT)
+            release(first)
+            assert third.recv(100)  # forked once the first child was reaped
+            release(second)
+            release(third)
+        finally:
+            # On every path, so that no child waits forever for its EOF
+            # (each child holds copies of all three client sockets).
+            for client in clients:
+                with contextlib.suppress(OSError):
+                    client.shutdown(socket.SHUT_WR)
+                client.close()
+    assert max(peak) == 2
