@@ -17,7 +17,10 @@ from support import WAIT, Resources, connect, serving
 
 import minisocketserver as ours
 
-pytestmark = pytest.mark.timeout(10)
+# method="thread": a shutdown bug deadlocks, and the default signal method
+# would raise into a cleanup (serving()'s shutdown()) that then blocks
+# forever; the thread method dumps every stack and ends the run instead.
+pytestmark = pytest.mark.timeout(10, method="thread")
 
 
 class Upper(ours.StreamRequestHandler):
