@@ -21,6 +21,7 @@ import pytest
 from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, serving
 
 import minisocketserver as socketserver
+from minisocketserver.reactor import Reactor
 
 HERE = Path(__file__).resolve().parent
 
@@ -152,14 +153,22 @@ def test_drain_returns_zero_when_everything_finishes_in_time(no_leaks: Resources
 def test_a_restarted_loop_starts_paused_while_workers_fill_the_limit(
     no_leaks: Resources,
 ) -> None:
+    attached = threading.Event()
+
     class Bounded(socketserver.ThreadingTCPServer):
         max_threads = 1
+
+        def _attach(self, reactor: Reactor) -> None:
+            super()._attach(reactor)
+            attached.set()  # the new loop is running: loop_has_turned may post
 
     server = Bounded(("127.0.0.1", 0), Gate)
     with connect_after_start(server) as first:
         assert recv_exactly(first, 8) == b"started\n"
         server.shutdown()  # the loop stops; the worker holding `first` does not
+        attached.clear()
         with serving(server), connect(server.server_address) as waiting:
+            assert attached.wait(WAIT)
             readable, _, _ = select.select([server.socket], [], [], WAIT)
             loop_has_turned(server)
             assert readable and len(server._threads) == 1, "the new loop accepted past the limit"
