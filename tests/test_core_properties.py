@@ -9,6 +9,7 @@ test checks that each request went through the hooks in stdlib's order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from stdlib_oracle import (
     DATAGRAM_KINDS,
+    IMPLS,
     MODELS,
     STREAM_KINDS,
     Recorder,
@@ -30,6 +32,8 @@ from stdlib_oracle import (
     recording_server,
     server_class,
     short_tmpdir,
+    silent_exchange,
+    stream_exchange,
 )
 from support import WAIT, Resources, recv_until_eof, serving
 
@@ -159,3 +163,77 @@ def test_datagram_round_trip(kind: str, model: str, sockdir: str, no_leaks: Reso
             round_trip()
         trace = recorder.trace()
     assert_every_request_in_order(trace, model, len(served))
+
+
+ACTIONS = ("echo", "raise in handle", "raise in setup", "refuse")
+
+
+@pytest.mark.parametrize("model", ["sync", "threading"])
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+def test_any_mix_of_requests_matches_stdlib(
+    kind: str, model: str, sockdir: str, no_leaks: Resources
+) -> None:
+    """Stdlib as the oracle over random request mixes: same bytes, same hook order.
+
+    Both servers see the same examples, request by request; the traces are
+    compared once both are closed (every worker joined), so they are complete.
+    """
+    def body(handler: Any) -> None:
+        data = handler.rfile.read()
+        if handler.server.action == "raise in handle":
+            raise ValueError("handle failed")
+        handler.wfile.write(data.upper())
+
+    def refuse(server: Any, parent: Any, request: Any, address: Any) -> bool:
+        return server.action != "refuse" and bool(parent(request, address))
+
+    def quiet(server: Any, parent: Any, request: Any, address: Any) -> None:
+        """The traceback is not compared (paths differ), only the recorded call."""
+
+    servers = []
+    with contextlib.ExitStack() as stack:
+        recorders = []
+        for name, impl in IMPLS.items():
+            recorder = stack.enter_context(Recorder(os.path.join(sockdir, f"mix-{name}")))
+            base = recording_handler(impl, kind, recorder, body)
+
+            class Handler(base):  # type: ignore[misc, valid-type]
+                def setup(self) -> None:
+                    if self.server.action == "raise in setup":
+                        recorder_of(self.server).record("setup")
+                        raise OSError("setup failed")
+                    super().setup()
+
+            cls = recording_server(
+                server_class(impl, kind, model), recorder, verify_request=refuse, handle_error=quiet
+            )
+            server = cls(bind_address(kind, sockdir), Handler)
+            server.action = "echo"
+            server.recorder = recorder
+            stack.enter_context(serving(server, poll_interval=0.05))
+            servers.append(server)
+            recorders.append(recorder)
+
+        @settings(max_examples=max(EXAMPLES // 2, 5))
+        @given(actions=st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=4))
+        def same_as_stdlib(actions: list[str]) -> None:
+            replies: list[list[bytes]] = [[], []]
+            for i, action in enumerate(actions):
+                for server, got in zip(servers, replies, strict=True):
+                    server.action = action
+                    message = b"m%d" % i
+                    if action in ("echo", "raise in handle"):
+                        got.append(stream_exchange(kind, server.server_address, message))
+                    else:
+                        # Closed unread: the client must send nothing (RST).
+                        got.append(silent_exchange(kind, server.server_address))
+            assert replies[1] == replies[0]
+
+        same_as_stdlib()
+    traces = [recorder.trace() for recorder in recorders]
+    assert traces[1].sequences() == traces[0].sequences()
+    assert traces[1].main == ["server_bind", "server_activate", "server_close"]
+
+
+def recorder_of(server: Any) -> Recorder:
+    return server.recorder  # type: ignore[no-any-return]
