@@ -38,11 +38,12 @@ import functools
 import heapq
 import itertools
 import selectors
+import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Protocol
 
@@ -226,6 +227,30 @@ class Reactor:
             # has not drained yet, so it is going to wake anyway.
             with contextlib.suppress(BlockingIOError):
                 self._wake_writer.send(b"\0")
+
+    @contextlib.contextmanager
+    def signals_wake(self) -> Iterator[None]:
+        """While in the block, a signal caught by any thread wakes ``select()``.
+
+        Called by ``serve_loop()`` around its loop.  Python runs signal
+        handlers on the main thread only, but the kernel may deliver a
+        process-directed signal (Ctrl-C's SIGINT) to any thread: a worker
+        blocked in ``recv()`` just retries (PEP 475), and a main thread
+        asleep in ``select()`` with no timeout would not hear of it until
+        its next wake-up, possibly never (stdlib's loop notices within its
+        0.5 s ``poll_interval``).  ``signal.set_wakeup_fd`` makes the C-level
+        handler write a byte to our wake-up channel, as asyncio does; the
+        loop wakes and the handler (``KeyboardInterrupt``) runs at once.
+        Only the main thread may set it; elsewhere this does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
 
     def _drain_wakeups(self, mask: int) -> None:
         # Read until EAGAIN so one select() consumes any number of wake()s;

@@ -451,7 +451,7 @@ def serve_loop(
         server._serving_done.clear()
         server._serving_thread = threading.get_ident()
     try:
-        with Reactor(selector_class) as reactor:
+        with Reactor(selector_class) as reactor, reactor.signals_wake():
             for server in serving:
                 # _reactor first: an _attach() that pauses accepting at once
                 # (a thread limit already reached) unwatches through it.
