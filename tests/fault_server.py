@@ -5,13 +5,15 @@
 IMPL is ``ours`` or ``stdlib`` (the oracle); MODEL a name from
 fault_models.MODELS (stdlib: sync, threading, forking).  The server runs
 ``serve_forever()`` on the main thread, inside ``with server:``, as a
-program would; it prints its port, and when ``serve_forever()`` is left by
-any means it prints whether the listening socket was closed.
+program would; it prints its port, ``closing`` when ``server_close()``
+starts, and once the ``with`` block is left by any means, whether the
+listening socket was closed.
 
 ``--signals``: a SIGUSR1 handler counts signals, and commands on stdin
 drive them: ``fire N`` sends N rounds of SIGUSR1 to every thread of the
 process and every child of the server, then answers ``fired``; ``stop``
-calls ``shutdown()``.  Rounds are 1 ms apart: signals of one kind that
+calls ``shutdown()``; ``interrupt-here`` sends SIGINT to the thread that
+reads the commands (not the main thread).  Rounds are 1 ms apart: signals of one kind that
 arrive while one is pending merge into it.  On a clean exit it prints ``signals K`` (how many
 the main thread's handler ran).  Every system call a signal interrupts must
 be retried (PEP 475): the server must keep answering.
@@ -20,6 +22,7 @@ be retried (PEP 475): the server must keep answering.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import signal
 import socketserver as stdlib
@@ -48,6 +51,11 @@ def drive_signals(server: Any) -> None:
         if command == "stop":
             server.shutdown()
             return
+        if command == "interrupt-here":
+            # SIGINT caught by this thread, not the main one, as the kernel
+            # may do with a Ctrl-C: the main thread must still hear of it.
+            signal.pthread_kill(me, signal.SIGINT)
+            continue
         for _ in range(int(args[0])):
             for thread in threading.enumerate():
                 if thread.ident != me and thread.ident is not None:
@@ -63,9 +71,19 @@ def drive_signals(server: Any) -> None:
 
 
 def main() -> None:
+    # A test that finds this process stuck sends SIGABRT: every thread's
+    # stack goes to stderr before the process dies.
+    faulthandler.enable(all_threads=True)
     impl, model = sys.argv[1], sys.argv[2]
     counted: list[int] = []
     server = build(impl, model)
+    close = server.server_close
+
+    def announced_close() -> None:
+        print("closing", flush=True)  # the test's cue: the with block is ending
+        close()
+
+    server.server_close = announced_close
     if "--signals" in sys.argv:
         signal.signal(signal.SIGUSR1, lambda signum, frame: counted.append(signum))
         threading.Thread(target=drive_signals, args=(server,), daemon=True).start()

@@ -98,13 +98,6 @@ def test_pipelined_requests_from_a_late_reader_lose_no_reply(
 
 
 @pytest.mark.parametrize("model", MULTIPLEXING, ids=str)
-@pytest.mark.xfail(
-    strict=True,
-    reason="LineRequestHandler.data_received delivers every line of a chunk even once the "
-    "connection is paused for backpressure: one 64 KiB recv of short requests queues all "
-    "their replies (here about 10 MB of 200 x 64 KiB against write_high_water = 64 KiB); "
-    "it should stop splitting lines while paused and resume from its buffer on drain",
-)
 @pytest.mark.timeout(20)
 def test_multiplexing_backpressure_bounds_the_queue_of_a_client_that_never_reads(
     model: Model, host: ClientHost, no_leaks: Resources
