@@ -598,6 +598,21 @@ def build_scenarios(
     ]
     echo = [n for n in usable if listing[n]["kind"] == "echo"]
     http = [n for n in usable if listing[n]["kind"] == "http"]
+
+    def holding(servers: list[str], conns: int) -> list[str]:
+        """The servers that can serve ``conns`` persistent connections at once."""
+        able = []
+        for name in servers:
+            bound = listing[name].get("max_persistent")
+            if bound is not None and bound < conns:
+                notes.append(
+                    f"{name} not run with {conns:,} persistent connections: it serves "
+                    f"at most {bound} at once (one worker per connection), by design"
+                )
+            else:
+                able.append(name)
+        return able
+
     with_shutdown = [n for n in usable if listing[n]["shutdown"]]
     scenarios: list[Scenario] = []
     if "shutdown" in families:
@@ -614,7 +629,7 @@ def build_scenarios(
                     "pingpong",
                     f"ping-pong line echo, {plural(conns, 'connection')}",
                     "round trips/s",
-                    echo,
+                    holding(echo, conns),
                     args,
                     budget,
                     s,
@@ -657,7 +672,7 @@ def build_scenarios(
                     "idle",
                     f"{n:,} mostly idle connections, {s.idle_active} active",
                     "round trips/s",
-                    echo,
+                    holding(echo, n),
                     args,
                     150 + s.idle_seconds + s.warmup_seconds + s.grace_seconds + 30,
                     s,

@@ -394,6 +394,10 @@ class ServerSpec:
     unavailable: Callable[[], str]
     #: the socketserver class whose shutdown() latency we measure, if any
     shutdown_class: Callable[[], tuple[Any | None, str]] | None = None
+    #: how many persistent connections it can serve at once (None: no set
+    #: bound).  A thread pool gives each connection a worker for its whole
+    #: life, so past max_workers the rest wait in its queue, unserved.
+    max_persistent: Callable[[], int | None] = lambda: None
 
 
 def always_available() -> str:
@@ -445,6 +449,7 @@ SERVERS: dict[str, ServerSpec] = {
             mini_stream_server("ThreadPoolTCPServer"),
             mini_unavailable("ThreadPoolTCPServer"),
             mini_class_getter("ThreadPoolTCPServer"),
+            lambda: getattr(mini_class("ThreadPoolTCPServer")[0], "max_workers", None),
         ),
         ServerSpec(
             "mini-multiplexing",
@@ -564,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kind": spec.kind,
                 "unavailable": spec.unavailable(),
                 "shutdown": spec.shutdown_class is not None,
+                "max_persistent": spec.max_persistent() if not spec.unavailable() else None,
             }
             for name, spec in SERVERS.items()
         }

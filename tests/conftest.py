@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
-
 from support import Resources
 
 # Real sockets and threads make example timings vary; a deadline would turn

@@ -6,9 +6,9 @@ import socket
 import threading
 
 import pytest
+from support import Resources, connect, recv_until_eof, serving
 
 import minisocketserver as socketserver
-from support import Resources, connect, recv_until_eof, serving
 
 
 class UpperEcho(socketserver.StreamRequestHandler):
@@ -22,14 +22,14 @@ class UpperEcho(socketserver.StreamRequestHandler):
     [socketserver.TCPServer, socketserver.ThreadingTCPServer, socketserver.ForkingTCPServer],
 )
 def test_line_echo(server_class: type[socketserver.TCPServer], no_leaks: Resources) -> None:
-    with serving(server_class(("127.0.0.1", 0), UpperEcho)) as server:
-        with connect(server.server_address) as client:
-            client.sendall(b"hello\nworld\n")
-            # SHUT_WR, not close(): a forked child also holds a copy of this
-            # client socket (it was open in the parent when fork() ran), so
-            # only shutdown() makes the kernel send FIN.
-            client.shutdown(socket.SHUT_WR)
-            assert recv_until_eof(client) == b"HELLO\nWORLD\n"
+    with serving(server_class(("127.0.0.1", 0), UpperEcho)) as server, \
+            connect(server.server_address) as client:
+        client.sendall(b"hello\nworld\n")
+        # SHUT_WR, not close(): a forked child also holds a copy of this
+        # client socket (it was open in the parent when fork() ran), so
+        # only shutdown() makes the kernel send FIN.
+        client.shutdown(socket.SHUT_WR)
+        assert recv_until_eof(client) == b"HELLO\nWORLD\n"
 
 
 def test_shutdown_does_not_wait_for_poll_interval(no_leaks: Resources) -> None:
