@@ -33,8 +33,9 @@ from .threading_mixin import ThreadingTCPServer
 from .tour import DatagramEchoHandler, EchoSession
 from .tracer import Recording, Tracer
 
-#: Where the diagrams live: ``diagrams/`` at the root of the source tree.
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "diagrams"
+#: Where the diagrams live: ``diagrams/`` at the root of the source tree
+#: (an installed copy of the package has none: then ``./diagrams``).
+SOURCE_DIR = Path(__file__).resolve().parent.parent / "diagrams"
 
 _package = sys.modules[__package__ or "minisocketserver"]
 
@@ -318,10 +319,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if a committed diagram differs")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                        help=f"where the .mmd files live (default: {DEFAULT_DIR})")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the .mmd files live (default: diagrams/ in the source "
+                             "tree this package runs from, else ./diagrams)")
     parser.add_argument("only", nargs="*", help="diagram names (default: all)")
     args = parser.parse_args(argv)
+    if args.dir is None:
+        args.dir = SOURCE_DIR if SOURCE_DIR.is_dir() else Path("diagrams")
+    if args.check and not args.dir.is_dir():
+        parser.error(f"no diagrams to check in {args.dir}/: run from the source tree, "
+                     "or give --dir")
     names = args.only or stems()
     unknown = sorted(set(names) - set(stems()))
     if unknown:
