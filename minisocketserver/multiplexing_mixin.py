@@ -170,10 +170,9 @@ class MultiplexedRequestHandler:
         """
         if self._broken or self._ended or not data:
             return
-        view = memoryview(data)
         if not self._output:
             try:
-                sent = self.request.send(view)
+                sent = self.request.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -181,8 +180,14 @@ class MultiplexedRequestHandler:
                 return
             if sent:
                 self._touch()
-            view = view[sent:]
-        self._output += view
+            size = data.nbytes if isinstance(data, memoryview) else len(data)
+            if sent == size:
+                # The common case: the kernel took it all.  Nothing queued
+                # before or now, so the interest is unchanged: return before
+                # recomputing it.
+                return
+            data = memoryview(data).cast("B")[sent:]
+        self._output += data
         if len(self._output) > self.write_high_water:
             self._paused = True
         self._update_interest()
@@ -443,6 +448,13 @@ class MultiplexingMixIn(_StreamServerBase):
     #: ready connections get their turn.  A burst larger than this waits one
     #: iteration in the kernel's backlog.
     accept_batch: int = 64
+
+    #: epoll where the platform has it, not stdlib's poll: this model watches
+    #: every connection, and poll() scans them all on every wait.  Measured
+    #: here (docs/select-poll-epoll.md): one wait costs poll 5.1 us at 100
+    #: descriptors, 48.5 us at 1,000 and 913 us at 10,000; epoll 0.32 us at
+    #: each.  Any ``selectors`` class still works.
+    selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Create the table of open connections, then the server itself."""
