@@ -50,7 +50,13 @@ class _Pool:
     def __init__(self, max_workers: int, queue_size: int) -> None:
         self.max_workers = max_workers
         self.queue_size = queue_size
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)  # idle workers wait here for work
+        # drain() waits here for the pool to empty.  A second condition on the
+        # same lock, so that finishing a request wakes drain() alone: with one
+        # condition, notify_all() woke every idle worker on every request
+        # only for each to find no work (connection rate 0.87x stdlib's).
+        self._emptied = threading.Condition(lock)
         self._queue: collections.deque[tuple[Any, Any]] = collections.deque()
         self._workers: list[threading.Thread] = []
         self._idle = 0
@@ -102,7 +108,8 @@ class _Pool:
         """A worker finished with ``request``."""
         with self._cond:
             self._in_flight.pop(id(request), None)
-            self._cond.notify_all()  # drain() may be waiting for the pool to empty
+            if not self._in_flight:
+                self._emptied.notify_all()
 
     def full(self) -> bool:
         with self._cond:
@@ -119,7 +126,7 @@ class _Pool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._emptied.wait(remaining)
             return True
 
     def close(self) -> list[threading.Thread]:
