@@ -245,17 +245,21 @@ class MultiplexedRequestHandler:
         self._events = wanted
 
     def _on_ready(self, mask: int) -> None:
-        """Reactor callback: the socket is readable and/or writable."""
+        """Reactor callback: the socket is readable and/or writable.
+
+        Every change of state updates the interest where it happens (send,
+        close, break, EOF, a flush), so nothing is recomputed here on the
+        common path: one recv(), one send(), no selector call.
+        """
         if mask & _WRITE and self._output:
             self._flush()
+            self._update_interest()
         # An error is reported as readable and writable whatever was asked:
-        # read only if this connection wants to.
-        if mask & _READ and self._wanted_events() & _READ:
+        # read only if this connection asked to.
+        if mask & _READ and self._events & _READ:
             self._read()
         if self._broken or (self._closing and not self._output):
             self._end()
-        else:
-            self._update_interest()
 
     def _read(self) -> None:
         try:
@@ -273,6 +277,9 @@ class MultiplexedRequestHandler:
             # on: stop reading (the seed answered it forever).
             self._eof = True
             self._call(self.eof_received)
+            # After the hook: its close() usually decides the interest, and
+            # updating before it would unwatch and re-watch for nothing.
+            self._update_interest()
 
     def _call(self, hook: Callable[..., None], *args: bytes) -> None:
         """Run one of the handler's hooks; an exception ends this connection alone."""
@@ -537,8 +544,8 @@ class MultiplexingMixIn(_StreamServerBase):
             for handler in list(self._connections):
                 handler._attach(reactor)
             while self._connections and (left := deadline - time.monotonic()) > 0:
-                for run in reactor.select(left):
-                    run()
+                for function, argument in reactor.select(left):
+                    function(argument)
             for handler in self._connections:
                 handler._detach()
         return not self._connections

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import heapq
 import itertools
 import selectors
@@ -45,14 +44,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 #: A callback receives the mask of events that are ready
 #: (``selectors.EVENT_READ`` and/or ``selectors.EVENT_WRITE``).
 Callback = Callable[[int], None]
 
-#: What ``select()`` hands back: work to run, with its arguments bound.
-Ready = Callable[[], None]
+#: What ``select()`` hands back: a function and the one argument to call it
+#: with, ``function(argument)``.  A pair rather than a bound callable, so
+#: that no object is allocated per ready descriptor.
+Ready = tuple[Callable[[Any], None], Any]
+
+
+def run_callback(function: Callable[[], None]) -> None:
+    """How a timer's or a posted callback is run: ``(run_callback, callback)``."""
+    function()
 
 #: The size of select()'s descriptor sets with glibc (and most Unixes): the
 #: highest descriptor number it can watch, plus one.  Python does not
@@ -196,10 +202,10 @@ class Reactor:
             if callback == self._drain_wakeups:
                 self._drain_wakeups(mask)
             else:
-                ready.append(functools.partial(callback, mask))
+                ready.append((callback, mask))
         self._collect_due_timers(ready)
         while self._posted:
-            ready.append(self._posted.popleft())
+            ready.append((run_callback, self._posted.popleft()))
         return ready
 
     def _cap_by_next_timer(self, timeout: float | None) -> float | None:
@@ -216,7 +222,7 @@ class Reactor:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.cancelled = True  # a timer runs once
-                ready.append(timer.callback)
+                ready.append((run_callback, timer.callback))
 
     def wake(self) -> None:
         """Make the current or next ``select()`` return at once (any thread)."""

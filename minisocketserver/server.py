@@ -472,8 +472,8 @@ def serve_loop(
                 ready = reactor.select(timeout)
                 if all(server._shutdown_requested for server in serving):
                     break
-                for run in ready:
-                    run()
+                for function, argument in ready:
+                    function(argument)
                 for server in serving:
                     server.service_actions()
     finally:

@@ -63,7 +63,7 @@ from types import TracebackType
 from typing import Any
 
 from .handlers import BaseRequestHandler
-from .reactor import Reactor
+from .reactor import Reactor, run_callback
 from .server import BaseServer
 from .threading_mixin import ThreadingMixIn
 
@@ -654,9 +654,10 @@ def _format_result(method: str, result: Any) -> str:
 
 
 def _ready_name(work: Any) -> str:
-    while isinstance(work, functools.partial):
-        work = work.func
-    return str(getattr(work, "__name__", type(work).__name__))
+    function, argument = work  # Reactor.select's (function, argument) pairs
+    if function is run_callback:  # a timer or posted callback: name what it runs
+        function = argument
+    return str(getattr(function, "__name__", type(function).__name__))
 
 
 def _format_exception(exc: BaseException) -> str:
