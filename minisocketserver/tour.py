@@ -86,7 +86,7 @@ EXPLAIN: dict[str, tuple[str, str]] = {
                   "docs/08-multiplexing.md"),
     "_end": ("the connection is over: unwatch, finish(), shutdown_request()",
              "docs/08-multiplexing.md"),
-    "shutdown_request": ("end the request: SHUT_WR so the reply is flushed, then close",
+    "shutdown_request": ("end the request: SHUT_WR sends FIN (whoever holds a copy), then close",
                          "docs/04-socket-servers.md"),
     "close_request": ("close the connection's socket", "docs/04-socket-servers.md"),
     "handle_error": ("a stage raised: print the traceback, keep serving",
