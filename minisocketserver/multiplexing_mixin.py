@@ -28,8 +28,10 @@ One iteration of the loop (``serve_loop`` in server.py), for this model:
 3. for each ready connection, one ``send()`` of its queue if writable and one
    ``recv()`` if readable; the handler's callbacks run here, and whatever
    they ``send()`` is written at once as far as the kernel takes it;
-4. then its interest is recomputed: read unless paused, write only while
-   output is queued (or the connection is ending);
+4. its interest (read unless paused, write only while output is queued or
+   the connection is ending) changes only where its state did: a partial
+   send, a flush, EOF, backpressure, close; on the common path (one recv,
+   one send of everything) no selector call is made;
 5. due timers run (idle timeouts), and ``service_actions()``.
 
 Why write interest only while output is pending: a connected socket is
