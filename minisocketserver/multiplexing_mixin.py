@@ -126,6 +126,9 @@ class MultiplexedRequestHandler:
         self._reactor: Reactor | None = None  # the loop watching us, if any
         self._events = 0  # what _reactor watches for now
         self._timer: Timer | None = None
+        # Last byte received or sent, for the idle timeout; read only when
+        # ``timeout`` is set, and so updated only then: a clock read per
+        # chunk is a cost the common, timeout-less server need not pay.
         self._last_active = time.monotonic()
         self._eof = False  # the peer half-closed: read no more
         self._paused = False  # backpressure: read no more until drained
@@ -180,8 +183,8 @@ class MultiplexedRequestHandler:
             except OSError:
                 self._break()
                 return
-            if sent:
-                self._touch()
+            if sent and self.timeout is not None:
+                self._last_active = time.monotonic()
             size = data.nbytes if isinstance(data, memoryview) else len(data)
             if sent == size:
                 # The common case: the kernel took it all.  Nothing queued
@@ -271,9 +274,15 @@ class MultiplexedRequestHandler:
         except OSError:
             self._break()  # ECONNRESET, ETIMEDOUT...: the connection is gone
             return
-        self._touch()
+        if self.timeout is not None:
+            self._last_active = time.monotonic()
         if data:
-            self._call(self.data_received, data)
+            # Not through _call(): every byte received passes this line, and
+            # a try block costs nothing until it catches, a call always does.
+            try:
+                self.data_received(data)
+            except BaseException as exc:
+                self._hook_failed(exc)
         else:
             # b"" is end-of-stream, and it repeats on every recv() from now
             # on: stop reading (the seed answered it forever).
@@ -283,19 +292,28 @@ class MultiplexedRequestHandler:
             # updating before it would unwatch and re-watch for nothing.
             self._update_interest()
 
-    def _call(self, hook: Callable[..., None], *args: bytes) -> None:
-        """Run one of the handler's hooks; an exception ends this connection alone."""
+    def _call(self, hook: Callable[[], None]) -> None:
+        """Run one of the handler's argument-less hooks; see ``_hook_failed``."""
         try:
-            hook(*args)
-        except Exception:
+            hook()
+        except BaseException as exc:
+            self._hook_failed(exc)
+
+    def _hook_failed(self, exc: BaseException) -> None:
+        """Called from the ``except`` around a hook: end this connection alone.
+
+        An ``Exception`` goes to ``handle_error`` (which reads it from
+        ``sys.exc_info()``, still set here).  SystemExit, KeyboardInterrupt:
+        they leave the loop, as from a synchronous handler; like stdlib
+        there, end this connection first, or a restarted loop would meet it
+        again half-handled.
+        """
+        if isinstance(exc, Exception):
             self.server.handle_error(self.request, self.client_address)
             self._break()
-        except BaseException:
-            # SystemExit, KeyboardInterrupt: they leave the loop, as from a
-            # synchronous handler; like stdlib there, end this connection
-            # first, or a restarted loop would meet it again half-handled.
-            self._end()
-            raise
+            return
+        self._end()
+        raise exc
 
     def _flush(self) -> None:
         try:
@@ -307,7 +325,8 @@ class MultiplexedRequestHandler:
             self._break()  # EPIPE, ECONNRESET: the peer is gone
             return
         del self._output[:sent]  # bytearray drops a prefix in O(1)
-        self._touch()
+        if self.timeout is not None:
+            self._last_active = time.monotonic()
         if self._paused and len(self._output) <= self.write_low_water:
             self._paused = False
             self._call(self.output_drained)
@@ -317,10 +336,6 @@ class MultiplexedRequestHandler:
         self._broken = True
         self._output.clear()
         self._update_interest()
-
-    def _touch(self) -> None:
-        if self.timeout is not None:
-            self._last_active = time.monotonic()
 
     def _arm_timer(self) -> None:
         """Have the reactor call ``_check_idle`` when the idle timeout may be up.

@@ -132,7 +132,11 @@ class Reactor:
         # deque.append and popleft are atomic, so other threads post here
         # without taking a lock the loop would contend for.
         self._posted: collections.deque[Callable[[], None]] = collections.deque()
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, self._drain_wakeups)
+        # The key itself is kept so that select() can recognise the channel
+        # by identity, the cheapest test there is, once per ready descriptor.
+        self._wake_key = self._selector.register(
+            self._wake_reader, selectors.EVENT_READ, self._drain_wakeups
+        )
 
     # -- registration -----------------------------------------------------
 
@@ -196,16 +200,18 @@ class Reactor:
         never returned.
         """
         timeout = self._cap_by_next_timer(timeout)
+        wake_key = self._wake_key
         ready: list[Ready] = []
+        append = ready.append  # this loop runs once per ready descriptor
         for key, mask in self._selector.select(timeout):
-            callback: Callback = key.data
-            if callback == self._drain_wakeups:
+            if key is wake_key:
                 self._drain_wakeups(mask)
             else:
-                ready.append((callback, mask))
-        self._collect_due_timers(ready)
+                append((key.data, mask))
+        if self._timers:
+            self._collect_due_timers(ready)
         while self._posted:
-            ready.append((run_callback, self._posted.popleft()))
+            append((run_callback, self._posted.popleft()))
         return ready
 
     def _cap_by_next_timer(self, timeout: float | None) -> float | None:
