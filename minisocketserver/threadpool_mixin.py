@@ -1,9 +1,11 @@
-"""ThreadPoolMixIn: a fixed set of reused worker threads and a bounded queue.
+"""ThreadPoolMixIn: reused worker threads and a bounded queue.
 
 Not in stdlib.  ``ThreadingMixIn`` starts (and tears down) one thread per
-connection; here up to ``max_workers`` threads are started on demand and
-kept, and accepted connections wait in a queue of at most ``queue_size``
-until a worker is free::
+connection; here ``core_workers`` threads are started on demand and kept,
+and accepted connections wait in a queue of at most ``queue_size`` until a
+worker is free.  When every worker is held (no request finished for
+``spawn_delay`` while some wait), surplus workers are started, up to
+``max_workers``, and leave once the queue is empty::
 
     loop thread:   accept -> process_request: queue.append(request) -> select ...
                                    | (queue full: stop watching the listener)
@@ -12,8 +14,9 @@ until a worker is free::
 Why: starting a thread costs a ``clone()``, a stack mapping and its
 teardown on every connection; a pool pays that once per worker.  The price:
 a worker is held for a connection's whole life, so with long-lived
-connections (keep-alive, chat) more than ``max_workers`` clients wait in the
-queue however idle the busy ones are.  Use it for many short requests; use
+connections (keep-alive, chat) each one past the busy workers waits
+``spawn_delay`` for a worker of its own, and past ``max_workers`` clients
+wait in the queue however idle the busy ones are.  Use it for many short requests; use
 ``ThreadingMixIn`` or the multiplexing model for many long connections.
 
 Backpressure: when ``queue_size`` connections wait, the loop stops
@@ -34,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from .reactor import Reactor
+from .reactor import Reactor, Timer
 from .server import MixInBase
 from .sockets import TCPServer
 from .threading_mixin import DRAIN_GRACE, cut_connections, run_to_completion
@@ -47,8 +50,9 @@ class _Pool:
     accepting when the queue is full and only the loop submits.
     """
 
-    def __init__(self, max_workers: int, queue_size: int) -> None:
+    def __init__(self, max_workers: int, core_workers: int, queue_size: int) -> None:
         self.max_workers = max_workers
+        self.core_workers = min(core_workers, max_workers)
         self.queue_size = queue_size
         lock = threading.Lock()
         self._cond = threading.Condition(lock)  # idle workers wait here for work
@@ -57,19 +61,51 @@ class _Pool:
         # condition, notify_all() woke every idle worker on every request
         # only for each to find no work (connection rate 0.87x stdlib's).
         self._emptied = threading.Condition(lock)
-        self._queue: collections.deque[tuple[Any, Any]] = collections.deque()
+        # (request, client_address, time.monotonic() when queued)
+        self._queue: collections.deque[tuple[Any, Any, float]] = collections.deque()
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._in_flight: dict[int, Any] = {}  # id(request) -> request, queued or running
+        self._last_done = 0.0  # time.monotonic() when a worker last finished a request
         self._closed = False
 
     def submit(self, request: Any, client_address: Any) -> bool:
-        """Queue a request (loop thread); True when a worker must be started for it."""
+        """Queue a request (loop thread); True if no idle worker is there to take it."""
         with self._cond:
-            self._queue.append((request, client_address))
+            self._queue.append((request, client_address, time.monotonic()))
             self._in_flight[id(request)] = request
             self._cond.notify()
-            return self._idle == 0 and len(self._workers) < self.max_workers
+            # The idle workers take the queue's head, one request each.
+            return len(self._queue) > self._idle
+
+    def starved(self, delay: float) -> tuple[int, float | None]:
+        """How many workers to start now: the pool is stuck if none finished for ``delay``.
+
+        A request that waits while workers keep finishing requests will be
+        taken by one of them soon; one that waits while none has finished
+        anything for ``delay`` seconds waits on workers held by slow or
+        long-lived connections, and each such request gets a new worker
+        (at most ``max_workers`` in all).  Returns ``(count, next_due)``:
+        start ``count`` workers now, and look again at the ``monotonic()``
+        time ``next_due`` (``None``: no request is left waiting for a
+        worker, or the pool is full and only a finishing worker can help).
+        With ``delay=0``, every waiting request gets a worker.
+        """
+        with self._cond:
+            room = self.max_workers - len(self._workers)
+            # Requests beyond what the idle workers take, oldest first.
+            unserved = [queued_at for _, _, queued_at in self._queue][self._idle :]
+            last_done = self._last_done
+        if not unserved or room <= 0:
+            return 0, None
+        now = time.monotonic()
+        if delay and now - last_done < delay:
+            return 0, last_done + delay  # the workers are moving: look again later
+        stale = sum(1 for queued_at in unserved if queued_at <= now - delay)
+        count = min(stale, room)
+        if count < len(unserved) and count < room:
+            return count, unserved[count] + delay
+        return count, None
 
     def add_worker(self, worker: threading.Thread) -> None:
         with self._cond:
@@ -84,29 +120,39 @@ class _Pool:
         queued needs another worker.
         """
         with self._cond:
-            self._workers.remove(worker)
+            if worker in self._workers:  # take() removed a surplus worker already
+                self._workers.remove(worker)
             return not self._closed and bool(self._queue) and self._idle == 0
 
-    def take(self) -> tuple[tuple[Any, Any] | None, bool]:
+    def take(self, worker: threading.Thread) -> tuple[tuple[Any, Any] | None, bool]:
         """Block until a request is queued (worker thread).
 
         Returns ``(item, was_full)``: ``item`` is ``None`` once the pool is
-        closed and empty; ``was_full`` tells the worker the loop may have
-        paused accepting and should re-check now that there is room.
+        closed and empty, or at once for a worker beyond ``core_workers``
+        that finds nothing queued; ``was_full`` tells the worker the loop
+        may have paused accepting and should re-check now that there is room.
         """
         with self._cond:
-            self._idle += 1
             while not self._queue and not self._closed:
+                if len(self._workers) > self.core_workers:
+                    # Started because the pool was stuck; with nothing to do,
+                    # it leaves.  Removed here, under the lock, so that two
+                    # surplus workers cannot both see room to leave.
+                    self._workers.remove(worker)
+                    return None, False
+                self._idle += 1
                 self._cond.wait()
-            self._idle -= 1
+                self._idle -= 1
             if not self._queue:
                 return None, False
             was_full = len(self._queue) >= self.queue_size
-            return self._queue.popleft(), was_full
+            request, client_address, _ = self._queue.popleft()
+            return (request, client_address), was_full
 
     def done(self, request: Any) -> None:
         """A worker finished with ``request``."""
         with self._cond:
+            self._last_done = time.monotonic()
             self._in_flight.pop(id(request), None)
             if not self._in_flight:
                 self._emptied.notify_all()
@@ -146,7 +192,11 @@ class ThreadPoolMixIn(MixInBase):
     """Handle requests on a pool of reused worker threads.
 
     Class variables:
-        max_workers      worker threads at most (started on demand).
+        core_workers     workers started on demand and kept.
+        max_workers      workers at most, surplus ones included.
+        spawn_delay      how long the pool may go without finishing a
+                         request, while requests wait, before surplus
+                         workers are started for them.
         queue_size       accepted connections waiting for a worker, at most;
                          at that mark the loop stops accepting.
         daemon_threads   workers are daemon threads.
@@ -158,6 +208,23 @@ class ThreadPoolMixIn(MixInBase):
     #: Worker threads at most.  Each handles one connection at a time, for
     #: the connection's whole life.
     max_workers: int = 64
+    #: Workers started as soon as a request finds none idle, and kept while
+    #: idle.  Past them, up to ``max_workers``, a worker is started only
+    #: when the pool is stuck: requests wait and no worker has finished one
+    #: for ``spawn_delay`` seconds (all are held by slow or long-lived
+    #: connections).  Such a surplus worker leaves as soon as it finds the
+    #: queue empty.  Why not start a worker for every waiting request: each
+    #: thread blocked in I/O is one more contender for the GIL, and short
+    #: requests are served sooner by queueing for a running worker.
+    #: Measured (docs/performance.md, 16 clients connecting, one line each):
+    #: 2 workers made 3.5-3.9 context switches per connection and accepted
+    #: 7,669-7,815 connections/s; 6 workers 10.0-10.6 and 5,004-5,112.
+    core_workers: int = 2
+    #: Seconds without a finished request, while requests wait, after which
+    #: the pool counts as stuck and starts a worker for each request that
+    #: has waited that long.  The price for long-lived connections: one past
+    #: the busy workers waits this long for its own.
+    spawn_delay: float = 0.002
     #: Accepted connections that may wait for a free worker.
     queue_size: int = 128
     #: Start workers as daemon threads.
@@ -174,16 +241,44 @@ class ThreadPoolMixIn(MixInBase):
         if pool is None:
             # Stored as ``_threads`` so that code written for stdlib's
             # ThreadingMixIn, which reads len(server._threads), still works.
-            pool = self._threads = _Pool(self.max_workers, self.queue_size)
+            pool = self._threads = _Pool(self.max_workers, self.core_workers, self.queue_size)
         return pool
+
+    # The loop's timer for _grow(), while one is set.
+    _growth_timer: Timer | None = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Called by the loop for each verified request: queue it for a worker."""
         pool = self._pool()
         if pool.submit(request, client_address):
-            self._start_worker(pool)
+            self._need_workers(pool)
         if pool.full():
             self._pause_accepting("queue full")
+
+    def _need_workers(self, pool: _Pool) -> None:
+        """A request waits with no idle worker: start one now, or time it (loop thread)."""
+        reactor = self._reactor
+        if reactor is None or len(pool) < pool.core_workers:
+            # Up to core_workers, start one at once.  And without a loop
+            # (handle_request(), or after serve_forever()) nothing would
+            # come back to time the wait: start one now.
+            self._grow(delay=0.0)
+        elif self._growth_timer is None:
+            self._growth_timer = reactor.call_later(self.spawn_delay, self._grow)
+
+    def _grow(self, delay: float | None = None) -> None:
+        """Start a worker for each request that waited ``spawn_delay`` (loop thread).
+
+        Called by the loop's timer, or at once by ``_need_workers``.
+        """
+        self._growth_timer = None
+        pool = self._pool()
+        count, next_due = pool.starved(self.spawn_delay if delay is None else delay)
+        for _ in range(count):
+            self._start_worker(pool)
+        reactor = self._reactor
+        if next_due is not None and reactor is not None:
+            self._growth_timer = reactor.call_later(next_due - time.monotonic(), self._grow)
 
     def _start_worker(self, pool: _Pool) -> None:
         worker = threading.Thread(
@@ -202,7 +297,7 @@ class ThreadPoolMixIn(MixInBase):
         """
         try:
             while True:
-                item, was_full = pool.take()
+                item, was_full = pool.take(threading.current_thread())
                 if item is None:
                     return
                 reactor = self._reactor
@@ -227,6 +322,12 @@ class ThreadPoolMixIn(MixInBase):
         super()._attach(reactor)
         if self._pool().full():
             self._pause_accepting("queue full")
+
+    def _serving_ended(self) -> None:
+        """The loop and its timers are gone: start the workers that queued requests wait for."""
+        super()._serving_ended()
+        self._growth_timer = None
+        self._grow(delay=0.0)
 
     def _wait_for_requests(self, deadline: float) -> bool:
         """Called by ``drain()``: wait until nothing is queued or running."""

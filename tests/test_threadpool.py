@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import socket
 import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -49,6 +50,71 @@ def test_workers_are_reused_not_started_per_connection(no_leaks: Resources) -> N
     # just closed a connection may not be back in take() when the next
     # client arrives, and then a second one starts.
     assert len(seen) <= Small.max_workers
+
+
+@pytest.mark.timeout(30)
+def test_short_requests_queue_for_the_core_workers_instead_of_growing_the_pool(
+    no_leaks: Resources,
+) -> None:
+    seen: set[threading.Thread] = set()
+
+    class Recording(Echo):
+        def handle(self) -> None:
+            seen.add(threading.current_thread())
+            super().handle()
+
+    class OneCore(socketserver.ThreadPoolTCPServer):
+        core_workers = 1
+        spawn_delay = 60.0  # the pool never counts as stuck in this test
+
+    with serving(OneCore(("127.0.0.1", 0), Recording)) as server:
+        clients = [connect(server.server_address) for _ in range(20)]
+        for i, client in enumerate(clients):  # twenty requests queue at once
+            client.sendall(b"%d" % i)
+            client.shutdown(socket.SHUT_WR)
+        for i, client in enumerate(clients):
+            assert recv_until_eof(client) == b"%d" % i
+            client.close()
+    # Under the old rule (a worker for every request that found none idle)
+    # this took up to twenty threads.
+    assert len(seen) == 1
+
+
+@pytest.mark.timeout(30)
+def test_a_stuck_pool_grows_after_spawn_delay_and_the_surplus_worker_leaves(
+    no_leaks: Resources,
+) -> None:
+    workers: list[threading.Thread] = []
+
+    class Recording(Gate):
+        def handle(self) -> None:
+            workers.append(threading.current_thread())
+            super().handle()
+
+    class OneCore(socketserver.ThreadPoolTCPServer):
+        core_workers = 1
+        spawn_delay = 0.2
+
+    with serving(OneCore(("127.0.0.1", 0), Recording)) as server:
+        holder = connect(server.server_address)  # holds the only core worker
+        assert recv_exactly(holder, 8) == b"started\n"
+        asked = time.monotonic()
+        second = connect(server.server_address)
+        # Served although the core worker is held: the pool was stuck.
+        assert recv_exactly(second, 8) == b"started\n"
+        assert time.monotonic() - asked >= OneCore.spawn_delay
+        assert len(server._threads) == 2
+        second.sendall(b"done\n")
+        assert second.recv(16) == b""
+        # The surplus worker found the queue empty and left.
+        surplus = workers[1]
+        surplus.join(WAIT)
+        assert not surplus.is_alive()
+        assert len(server._threads) == 1
+        holder.sendall(b"done\n")
+        assert holder.recv(16) == b""
+        for sock in (holder, second):
+            sock.close()
 
 
 @pytest.mark.timeout(30)
