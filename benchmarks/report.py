@@ -430,6 +430,9 @@ def targets_section(results: Results) -> list[str]:
         "",
         *table(["target", "measured", "status"], rows),
         "",
+        "Where the time goes, what each optimisation bought (before/after), and what stands "
+        "in the way of the targets not met: [optimisations.md](optimisations.md).",
+        "",
     ]
 
 
