@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,40 @@ def spawn() -> Iterator[object]:
         if proc.poll() is None:
             proc.kill()
         proc.communicate(timeout=WAIT)
+
+
+def wait_until_blocked_in_recv(pid: int, client: socket.socket) -> None:
+    """Return once the server has read all the client sent and sleeps in the kernel.
+
+    A signal that lands while the main thread runs Python just before a
+    blocking ``recv()`` is lost until that ``recv()`` returns: CPython's C
+    handler only sets a flag, checked between bytecodes, and the system call
+    entered next does not see it.  A sync server waiting for the rest of a
+    line would then wait for the client, and the client for the server.
+    Asleep in ``recv()``, the thread is interrupted (EINTR) and raises at
+    once.  Both conditions are read from /proc: the server's end of this
+    connection has nothing left in its receive queue, and the main thread
+    is asleep (state S), which for a sync handler can only be its next
+    ``recv()``.
+    """
+    server_port, client_port = client.getpeername()[1], client.getsockname()[1]
+    # /proc/net/tcp: "sl local_address rem_address st tx_queue:rx_queue ...",
+    # addresses as hex IP:port.
+    ends = (f":{server_port:04X}", f":{client_port:04X}")
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with open("/proc/net/tcp") as table:
+            queued = [
+                int(fields[4].split(":")[1], 16)
+                for fields in (row.split() for row in table.readlines()[1:])
+                if fields[1].endswith(ends[0]) and fields[2].endswith(ends[1])
+            ]
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+        if queued == [0] and state == "S":
+            return
+        time.sleep(0.001)  # nothing to wait on: the kernel's state is only polled
+    pytest.fail(f"the server did not block in recv(): queue {queued}, state {state}")
 
 
 def request(port: int, line: bytes) -> bytes:
@@ -126,7 +161,9 @@ def test_sigint_with_a_request_in_flight(impl: str, model: str, spawn: object) -
         client.sendall(b"first\n")
         assert recv_exactly(client, 8) == b"<first>\n"  # its handler is running
         client.sendall(b"sec")
-        if model != "sync":
+        if model == "sync":
+            wait_until_blocked_in_recv(proc.pid, client)
+        else:
             # The loop accepted this one after it was done handing the first
             # to its thread, child or table; a SIGINT that lands while the
             # loop is still inside process_request() for a connection makes
