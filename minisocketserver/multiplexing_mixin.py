@@ -31,7 +31,8 @@ One iteration of the loop (``serve_loop`` in server.py), for this model:
 4. its interest (read unless paused, write only while output is queued or
    the connection is ending) changes only where its state did: a partial
    send, a flush, EOF, backpressure, close; on the common path (one recv,
-   one send of everything) no selector call is made;
+   one send of everything) no selector call is made, and a connection
+   closed on the client's EOF is unwatched once, with no call before it;
 5. due timers run (idle timeouts), and ``service_actions()``.
 
 Why write interest only while output is pending: a connected socket is
@@ -135,6 +136,7 @@ class MultiplexedRequestHandler:
         self._closing = False  # close() called: end once _output drains
         self._broken = False  # error: end at once, output dropped
         self._ended = False
+        self._in_eof_hook = False  # eof_received() is running, called by _read()
         self.setup()
 
     # -- the hooks --------------------------------------------------------
@@ -200,7 +202,11 @@ class MultiplexedRequestHandler:
     def close(self) -> None:
         """End the connection once the queued output has been sent."""
         self._closing = True
-        self._update_interest()
+        # From eof_received() (the default one closes), _read() takes over
+        # once the hook returns; asking the selector for writability here
+        # would cost a system call per connection for nothing.
+        if not self._in_eof_hook:
+            self._update_interest()
 
     @property
     def pending(self) -> int:
@@ -243,7 +249,9 @@ class MultiplexedRequestHandler:
         wanted = self._wanted_events()
         if wanted == self._events:
             return  # the common case: no system call at all
-        if wanted:
+        if self._events and wanted:
+            reactor.modify(self.request, wanted, self._on_ready)
+        elif wanted:
             reactor.watch(self.request, wanted, self._on_ready)
         else:
             reactor.unwatch(self.request)
@@ -287,10 +295,17 @@ class MultiplexedRequestHandler:
             # b"" is end-of-stream, and it repeats on every recv() from now
             # on: stop reading (the seed answered it forever).
             self._eof = True
-            self._call(self.eof_received)
-            # After the hook: its close() usually decides the interest, and
-            # updating before it would unwatch and re-watch for nothing.
-            self._update_interest()
+            self._in_eof_hook = True
+            try:
+                self._call(self.eof_received)
+            finally:
+                self._in_eof_hook = False
+            # After the hook, which usually close()s: updating before it
+            # would unwatch and re-watch for nothing.  And when the
+            # connection is done, _on_ready() ends it as soon as we return:
+            # then no selector call at all.
+            if not (self._broken or (self._closing and not self._output)):
+                self._update_interest()
 
     def _call(self, hook: Callable[[], None]) -> None:
         """Run one of the handler's argument-less hooks; see ``_hook_failed``."""

@@ -202,6 +202,8 @@ class BaseServer:
 
     def _resume_accepting(self, reason: str) -> None:
         """Withdraw ``reason``; accept again once no reason is left (loop thread)."""
+        if reason not in self._accept_pauses:
+            return  # not paused for it: the listener is watched as it should be
         self._accept_pauses.discard(reason)
         if not self._accept_pauses and self._reactor is not None:
             self._reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
