@@ -107,6 +107,11 @@ class _Pool:
             return count, unserved[count] + delay
         return count, None
 
+    def below_core(self) -> bool:
+        """Whether fewer than ``core_workers`` workers exist (started or starting)."""
+        with self._cond:
+            return len(self._workers) < self.core_workers
+
     def add_worker(self, worker: threading.Thread) -> None:
         with self._cond:
             self._workers.append(worker)
@@ -258,11 +263,12 @@ class ThreadPoolMixIn(MixInBase):
     def _need_workers(self, pool: _Pool) -> None:
         """A request waits with no idle worker: start one now, or time it (loop thread)."""
         reactor = self._reactor
-        if reactor is None or len(pool) < pool.core_workers:
-            # Up to core_workers, start one at once.  And without a loop
-            # (handle_request(), or after serve_forever()) nothing would
-            # come back to time the wait: start one now.
+        if reactor is None:
+            # No loop (handle_request(), or after serve_forever()) would
+            # come back to time the wait: give every waiting request a worker.
             self._grow(delay=0.0)
+        elif pool.below_core():
+            self._start_worker(pool)
         elif self._growth_timer is None:
             self._growth_timer = reactor.call_later(self.spawn_delay, self._grow)
 
