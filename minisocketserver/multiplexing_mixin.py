@@ -249,20 +249,22 @@ class MultiplexedRequestHandler:
         wanted = self._wanted_events()
         if wanted == self._events:
             return  # the common case: no system call at all
+        callback = self._on_readable if wanted == _READ else self._on_ready
         if self._events and wanted:
-            reactor.modify(self.request, wanted, self._on_ready)
+            reactor.modify(self.request, wanted, callback)
         elif wanted:
-            reactor.watch(self.request, wanted, self._on_ready)
+            reactor.watch(self.request, wanted, callback)
         else:
             reactor.unwatch(self.request)
         self._events = wanted
 
     def _on_ready(self, mask: int) -> None:
-        """Reactor callback: the socket is readable and/or writable.
+        """Reactor callback while writability is watched: flush, then read.
 
+        While only readability is watched (the common case: nothing
+        queued, nothing ending), the reactor calls ``_on_readable`` instead.
         Every change of state updates the interest where it happens (send,
-        close, break, EOF, a flush), so nothing is recomputed here on the
-        common path: one recv(), one send(), no selector call.
+        close, break, EOF, a flush), so nothing is recomputed here.
         """
         if mask & _WRITE and self._output:
             self._flush()
@@ -270,17 +272,25 @@ class MultiplexedRequestHandler:
         # An error is reported as readable and writable whatever was asked:
         # read only if this connection asked to.
         if mask & _READ and self._events & _READ:
-            self._read()
-        if self._broken or (self._closing and not self._output):
+            self._on_readable(mask)
+        elif self._broken or (self._closing and not self._output):
             self._end()
 
-    def _read(self) -> None:
+    def _on_readable(self, mask: int) -> None:
+        """Reactor callback while only readability is watched; also called by ``_on_ready``.
+
+        One ``recv()`` and its hook; then, if the connection is done
+        (closed with nothing queued, or broken), end it.  The common path
+        is one call from the loop, one ``recv()``, one ``send()``, and no
+        selector call.
+        """
         try:
             data = self.request.recv(self.recv_size)
         except BlockingIOError:
             return  # spurious readiness: select() will ask again
         except OSError:
             self._break()  # ECONNRESET, ETIMEDOUT...: the connection is gone
+            self._end()
             return
         if self.timeout is not None:
             self._last_active = time.monotonic()
@@ -302,10 +312,12 @@ class MultiplexedRequestHandler:
                 self._in_eof_hook = False
             # After the hook, which usually close()s: updating before it
             # would unwatch and re-watch for nothing.  And when the
-            # connection is done, _on_ready() ends it as soon as we return:
-            # then no selector call at all.
+            # connection is done, it ends just below: then no selector call
+            # before the one that unwatches it.
             if not (self._broken or (self._closing and not self._output)):
                 self._update_interest()
+        if self._broken or (self._closing and not self._output):
+            self._end()
 
     def _call(self, hook: Callable[[], None]) -> None:
         """Run one of the handler's argument-less hooks; see ``_hook_failed``."""

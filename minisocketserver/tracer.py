@@ -81,12 +81,12 @@ HANDLER_HOOKS = frozenset({"setup", "handle", "finish"})
 #: The multiplexing model's handler: callbacks, and what ends a connection.
 MULTIPLEXED_HANDLER_HOOKS = frozenset({
     "setup", "data_received", "line_received", "eof_received", "output_drained", "finish",
-    "send", "close", "_on_ready", "_end",
+    "send", "close", "_on_readable", "_on_ready", "_end",
 })
 #: ``ServerGroup``: the loop over its members, and stopping it.
 GROUP_HOOKS = frozenset({"serve_forever", "shutdown", "server_close"})
 #: The reactor's part: the wait, the wake-up, (un)registration.
-REACTOR_HOOKS = frozenset({"select", "wake", "watch", "unwatch"})
+REACTOR_HOOKS = frozenset({"select", "wake", "watch", "modify", "unwatch"})
 
 #: Arguments whose *value* is shown (they are settings, stable across
 #: runs); every other argument is shown by name only, so no address, port
