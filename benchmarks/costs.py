@@ -12,6 +12,8 @@ from /proc) and its context switches per request.
     python benchmarks/costs.py pool --core 1 2 4 6
     # where the loop thread of ThreadingTCPServer spends its CPU, per connection
     python benchmarks/costs.py phases
+    # the Python cost of one event in the multiplexing model, in process
+    python benchmarks/costs.py events
 
 Nothing here is run by the tests or by CI: it is a tool for reading costs by
 hand, like a profiler.
@@ -23,6 +25,7 @@ import argparse
 import json
 import os
 import select
+import selectors
 import signal
 import socket
 import subprocess
@@ -236,6 +239,107 @@ def phases(args: argparse.Namespace) -> None:
             )
 
 
+# -- events: the Python cost of one event, in process -----------------------
+
+
+def events(args: argparse.Namespace) -> None:
+    """Time one readiness event end to end, in this process: ours against a bare loop.
+
+    ``--conns`` socketpairs; each round writes a 64-byte line into every
+    client end, then times the server side until every line has been read
+    and echoed (one recv() and one send() per event, the same system calls
+    on both sides), then drains the replies outside the timing.  What
+    differs is only the Python around the calls.  Repeats alternate the two.
+    """
+    import minisocketserver
+    from minisocketserver.reactor import Reactor
+
+    line_out = b"x" * 63 + b"\n"
+    pairs = [socket.socketpair() for _ in range(args.conns)]
+    for server_end, _ in pairs:
+        server_end.setblocking(False)
+
+    class Echo(minisocketserver.MultiplexedRequestHandler):
+        def data_received(self, data: bytes) -> None:
+            self.send(data)
+
+    class Owner:  # what a handler needs of its server in this loop
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            raise RuntimeError("an echo handler failed")
+
+        def _forget(self, handler: Any) -> None:
+            pass
+
+        def shutdown_request(self, request: Any) -> None:
+            pass
+
+    def rounds(serve_round: Any) -> float:
+        spent = 0.0
+        for _ in range(args.rounds):
+            for _, client in pairs:
+                client.send(line_out)
+            begun = time.perf_counter()
+            serve_round()
+            spent += time.perf_counter() - begun
+            for _, client in pairs:
+                client.recv(4096)
+        rounds_run: int = args.rounds
+        return spent / (rounds_run * len(pairs)) * 1e6
+
+    def ours() -> float:
+        with Reactor(selectors.DefaultSelector) as reactor:
+            handlers = [Echo(server_end, None, Owner()) for server_end, _ in pairs]
+            for handler in handlers:
+                handler._attach(reactor)
+
+            def serve_round() -> None:
+                done = 0
+                while done < len(pairs):
+                    ready = reactor.select(None)
+                    for function, argument in ready:
+                        function(argument)
+                    done += len(ready)
+
+            per_event = rounds(serve_round)
+            for handler in handlers:
+                handler._detach()
+        return per_event
+
+    def bare() -> float:
+        with selectors.DefaultSelector() as selector:
+            for server_end, _ in pairs:
+                selector.register(server_end, selectors.EVENT_READ)
+
+            def serve_round() -> None:
+                done = 0
+                while done < len(pairs):
+                    ready = selector.select()
+                    for key, mask in ready:
+                        sock = key.fileobj
+                        assert isinstance(sock, socket.socket)
+                        if mask & selectors.EVENT_READ:
+                            data = sock.recv(65536)
+                            if data and sock.send(data) < len(data):
+                                raise RuntimeError("a 64-byte send was cut short")
+                    done += len(ready)
+
+            return rounds(serve_round)
+
+    results: dict[str, list[float]] = {"minisocketserver": [], "bare selectors loop": []}
+    for _ in range(args.repeats):
+        results["bare selectors loop"].append(bare())
+        results["minisocketserver"].append(ours())
+    for name, figures in results.items():
+        shown = " ".join(f"{x:.2f}" for x in figures)
+        print(
+            f"{name:<20} us per event: min {min(figures):.2f}  median "
+            f"{sorted(figures)[len(figures) // 2]:.2f}  ({shown})"
+        )
+    for server_end, client in pairs:
+        server_end.close()
+        client.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +354,10 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=16)
     p = sub.add_parser("phases", help="ThreadingTCPServer's loop thread, step by step")
     p.add_argument("--conns", type=int, default=1)
+    p = sub.add_parser("events", help="the Python cost of one event: ours vs a bare loop")
+    p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=12)
     for name in ("pairs", "pool", "phases"):
         p = sub.choices[name]
         p.add_argument("--repeats", type=int, default=3)
@@ -264,6 +372,8 @@ def main() -> None:
         serve_pool(args.core, args.max)
     elif args.command == "serve-phases":
         serve_phases(args.which)
+    elif args.command == "events":
+        events(args)
     else:
         build_loadgen()
         {"pairs": pairs, "pool": pool, "phases": phases}[args.command](args)
