@@ -90,7 +90,7 @@ class Settings:
 
 
 FULL = Settings(
-    repeats=3,
+    repeats=5,
     pingpong_conns=(1, 16, 64, 256),
     pingpong_seconds=1.5,
     warmup_seconds=0.3,
@@ -842,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="seconds-long run of every path (for CI)"
     )
-    parser.add_argument("--repeats", type=int, help="interleaved repeats (default 3, smoke 1)")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats (default 5, smoke 1)")
     parser.add_argument("--scenarios", help=f"comma-separated subset of: {','.join(FAMILIES)}")
     parser.add_argument("--servers", help="comma-separated subset of servers (see servers.py list)")
     parser.add_argument(
