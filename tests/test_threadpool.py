@@ -28,14 +28,21 @@ class Gate(socketserver.StreamRequestHandler):
         self.rfile.readline()
 
 
-@pytest.mark.timeout(30)
-def test_workers_are_reused_not_started_per_connection(no_leaks: Resources) -> None:
-    seen: set[threading.Thread] = set()
+def recording_echo(seen: set[threading.Thread]) -> type[Echo]:
+    """An Echo handler that adds the thread serving each request to ``seen``."""
 
     class Recording(Echo):
         def handle(self) -> None:
             seen.add(threading.current_thread())
             super().handle()
+
+    return Recording
+
+
+@pytest.mark.timeout(30)
+def test_workers_are_reused_not_started_per_connection(no_leaks: Resources) -> None:
+    seen: set[threading.Thread] = set()
+    Recording = recording_echo(seen)
 
     class Small(socketserver.ThreadPoolTCPServer):
         max_workers = 3
@@ -58,11 +65,7 @@ def test_short_requests_queue_for_the_core_workers_instead_of_growing_the_pool(
     core: int, no_leaks: Resources,
 ) -> None:
     seen: set[threading.Thread] = set()
-
-    class Recording(Echo):
-        def handle(self) -> None:
-            seen.add(threading.current_thread())
-            super().handle()
+    Recording = recording_echo(seen)
 
     class Small(socketserver.ThreadPoolTCPServer):
         core_workers = core
