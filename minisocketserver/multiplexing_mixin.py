@@ -136,7 +136,7 @@ class MultiplexedRequestHandler:
         self._closing = False  # close() called: end once _output drains
         self._broken = False  # error: end at once, output dropped
         self._ended = False
-        self._in_eof_hook = False  # eof_received() is running, called by _read()
+        self._in_eof_hook = False  # eof_received() is running, called by _on_readable()
         self.setup()
 
     # -- the hooks --------------------------------------------------------
@@ -202,7 +202,7 @@ class MultiplexedRequestHandler:
     def close(self) -> None:
         """End the connection once the queued output has been sent."""
         self._closing = True
-        # From eof_received() (the default one closes), _read() takes over
+        # From eof_received() (the default one closes), _on_readable() takes over
         # once the hook returns; asking the selector for writability here
         # would cost a system call per connection for nothing.
         if not self._in_eof_hook:
@@ -284,6 +284,12 @@ class MultiplexedRequestHandler:
         is one call from the loop, one ``recv()``, one ``send()``, and no
         selector call.
         """
+        if not self._events & _READ:
+            # Stale: the loop collected this callback in the same select()
+            # as another connection whose hook has since closed, paused or
+            # ended this one.  Read no more; its new interest brings the
+            # loop back (to flush, or to end it) if there is work left.
+            return
         try:
             data = self.request.recv(self.recv_size)
         except BlockingIOError:

@@ -24,6 +24,7 @@ import pytest
 from support import WAIT, Resources, connect, recv_exactly, recv_until_eof, serving
 
 import minisocketserver as socketserver
+from minisocketserver.reactor import Reactor
 
 HOST = "127.0.0.1"
 
@@ -486,3 +487,48 @@ class serving_without_close:
         self.server.shutdown()
         self.loop.join(WAIT)
         assert not self.loop.is_alive()
+
+
+@pytest.mark.parametrize("how", ["close", "backpressure"])
+@pytest.mark.timeout(30)
+def test_a_connection_stopped_by_another_in_the_same_turn_reads_no_more(
+    how: str, no_leaks: Resources
+) -> None:
+    """A handler may close() another, or fill its queue past the high water
+    mark (a chat room), while the other's readiness is already in the same
+    select() result: the other must not be read again.  Driven by hand on a
+    reactor of the test's own, so that both connections are ready in one turn.
+    """
+    delivered: list[bytes] = []
+
+    class Chat(socketserver.MultiplexedRequestHandler):
+        def data_received(self, data: bytes) -> None:
+            delivered.append(data)
+            other = next(h for h in self.server.connections if h is not self)
+            if how == "close":
+                other.close()
+            else:
+                other.send(b"x" * (8 << 20))  # far past what the kernel takes
+                assert other._paused
+
+    server = socketserver.MultiplexingTCPServer(("127.0.0.1", 0), Chat)
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        with Reactor(selectors.DefaultSelector) as reactor:
+            server._reactor = reactor  # what serve_forever() sets
+            for ours, _ in pairs:
+                server.process_request(ours, None)
+            for _, theirs in pairs:
+                theirs.sendall(b"line\n")
+            ready = reactor.select(WAIT)
+            assert len(ready) == 2  # both connections, in one turn
+            for function, argument in ready:
+                function(argument)
+            assert delivered == [b"line\n"]  # the first one only
+            for handler in server.connections:
+                handler._detach()
+            server._reactor = None
+    finally:
+        server.server_close()
+        for _, theirs in pairs:
+            theirs.close()
