@@ -119,15 +119,19 @@ class _Pool:
     def retire(self, worker: threading.Thread) -> bool:
         """A worker is exiting; True if queued work is left with no worker idle.
 
-        A worker exits normally once the pool is closed, or early when a
-        handler raised ``SystemExit``/``KeyboardInterrupt`` through it: it
-        must then stop counting against ``max_workers``, and what it leaves
-        queued needs another worker.
+        A worker exits once the pool is closed and empty, as a surplus
+        worker that found nothing queued, or early when a handler raised
+        ``SystemExit``/``KeyboardInterrupt`` through it.  Then it must stop
+        counting against ``max_workers``, and what it leaves queued needs
+        another worker, also after ``close()``: the pool's promise is that
+        the queue is finished.
         """
         with self._cond:
             if worker in self._workers:  # take() removed a surplus worker already
                 self._workers.remove(worker)
-            return not self._closed and bool(self._queue) and self._idle == 0
+            return (
+                bool(self._queue) and self._idle == 0 and len(self._workers) < self.max_workers
+            )
 
     def take(self, worker: threading.Thread) -> tuple[tuple[Any, Any] | None, bool]:
         """Block until a request is queued (worker thread).
@@ -180,12 +184,22 @@ class _Pool:
                 self._emptied.wait(remaining)
             return True
 
-    def close(self) -> list[threading.Thread]:
-        """Let workers finish the queue, then exit; returns them for joining."""
+    def close(self) -> None:
+        """Let workers finish the queue, then exit."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            return list(self._workers)
+
+    def join(self) -> None:
+        """Wait until no worker is left, replacements started meanwhile included."""
+        while True:
+            with self._cond:
+                workers = list(self._workers)
+            if not workers:
+                return
+            # Outside the lock: a worker needs it to retire.
+            for worker in workers:
+                worker.join()
 
     def __len__(self) -> int:
         """Live workers (what ``len(server._threads)`` means for a pool)."""
@@ -275,7 +289,8 @@ class ThreadPoolMixIn(MixInBase):
     def _grow(self, delay: float | None = None) -> None:
         """Start a worker for each request that waited ``spawn_delay`` (loop thread).
 
-        Called by the loop's timer, or at once by ``_need_workers``.
+        Called by the loop's timer; with ``delay=0`` by ``_need_workers``
+        when there is no loop, and by ``_serving_ended`` when the loop goes.
         """
         self._growth_timer = None
         pool = self._pool()
@@ -292,10 +307,19 @@ class ThreadPoolMixIn(MixInBase):
             name=f"pool worker {len(pool) + 1}",
         )
         pool.add_worker(worker)
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            # RuntimeError("can't start new thread"): out of threads or
+            # memory.  A worker that never ran must not be waited for.
+            pool.retire(worker)
+            raise
 
     def _work(self, pool: _Pool) -> None:
-        """A worker thread's life: take requests until the pool closes.
+        """A worker thread's life: take requests until the pool closes, or none is left.
+
+        A surplus worker (beyond ``core_workers``) leaves as soon as it
+        finds the queue empty; see ``_Pool.take``.
 
         Error handling: as under ``ThreadingMixIn``, an exception that is
         not an ``Exception`` (``SystemExit``) ends the thread it is raised
@@ -330,10 +354,20 @@ class ThreadPoolMixIn(MixInBase):
             self._pause_accepting("queue full")
 
     def _serving_ended(self) -> None:
-        """The loop and its timers are gone: start the workers that queued requests wait for."""
-        super()._serving_ended()
-        self._growth_timer = None
-        self._grow(delay=0.0)
+        """The loop and its timers are going: start the workers that queued requests wait for.
+
+        Before ``super()``, which lets ``shutdown()`` return: a worker
+        started after it could be missed by a ``server_close()`` called
+        right then.  The timer is cancelled, not just forgotten: in a
+        ``ServerGroup`` the loop goes on without this server.
+        """
+        if self._growth_timer is not None:
+            self._growth_timer.cancel()
+            self._growth_timer = None
+        try:
+            self._grow(delay=0.0)
+        finally:
+            super()._serving_ended()  # even if no thread could start: shutdown() must return
 
     def _wait_for_requests(self, deadline: float) -> bool:
         """Called by ``drain()``: wait until nothing is queued or running."""
@@ -350,10 +384,10 @@ class ThreadPoolMixIn(MixInBase):
     def server_close(self) -> None:
         """Close the listener; workers finish the queue and stop (awaited if ``block_on_close``)."""
         super().server_close()
-        workers = self._pool().close()
+        pool = self._pool()
+        pool.close()
         if self.block_on_close:
-            for worker in workers:
-                worker.join()
+            pool.join()
 
 
 class ThreadPoolTCPServer(ThreadPoolMixIn, TCPServer):

@@ -6,6 +6,7 @@ import select
 import socket
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -176,3 +177,117 @@ def test_arbitrary_chunks_round_trip(no_leaks: Resources) -> None:
                 assert recv_until_eof(client) == b"".join(chunks)
 
         round_trip()
+
+
+class Held(socketserver.BaseRequestHandler):
+    """Reads 4 bytes: b"hold" waits for ``release`` then raises ``exit_with``; others are served."""
+
+    entered = threading.Event()
+    release = threading.Event()
+    exit_with: type[BaseException] | None = None
+
+    def handle(self) -> None:
+        if self.request.recv(4) == b"hold":
+            self.entered.set()
+            assert self.release.wait(WAIT)
+            if self.exit_with is not None:
+                raise self.exit_with
+        self.request.sendall(b"served")
+
+
+def hold_one_and_queue_one(server: socketserver.ThreadPoolTCPServer) -> tuple[Any, Any]:
+    """Start serving; one request holds the only worker, a second is queued behind it."""
+    handed_over = threading.Semaphore(0)  # released once per request queued
+    process_request = server.process_request
+
+    def recording(request: Any, client_address: Any) -> None:
+        process_request(request, client_address)
+        handed_over.release()
+
+    server.process_request = recording  # type: ignore[method-assign]
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    holder = connect(server.server_address)
+    holder.sendall(b"hold")
+    assert handed_over.acquire(timeout=WAIT)
+    assert Held.entered.wait(WAIT)
+    waiting = connect(server.server_address)
+    waiting.sendall(b"next")
+    assert handed_over.acquire(timeout=WAIT)
+    return loop, (holder, waiting)
+
+
+@pytest.mark.timeout(30)
+def test_server_close_waits_for_the_worker_started_for_a_queued_request(
+    no_leaks: Resources,
+) -> None:
+    class OneCore(socketserver.ThreadPoolTCPServer):
+        core_workers = 1
+        spawn_delay = 60.0  # the queued request gets its worker only when the loop ends
+
+    Held.entered.clear()
+    Held.release.clear()
+    Held.exit_with = None
+    server = OneCore(("127.0.0.1", 0), Held)
+    started: list[threading.Thread] = []
+    started_when_shutdown_returns: list[int] = []
+    start_worker = server._start_worker
+
+    def recording_start(pool: Any) -> None:
+        start_worker(pool)
+        started.append(threading.current_thread())
+
+    class Done(threading.Event):  # what lets shutdown() return
+        def set(self) -> None:
+            started_when_shutdown_returns.append(len(started))
+            super().set()
+
+    server._start_worker = recording_start  # type: ignore[method-assign]
+    server._serving_done = Done()
+    loop, (holder, waiting) = hold_one_and_queue_one(server)
+    server.shutdown()
+    # The loop started the queued request's worker before it let shutdown()
+    # return, so a server_close() right then knows of it and waits for it.
+    # (Counted as started, not as alive: it may have served and left already.)
+    assert started_when_shutdown_returns == [2]
+    Held.release.set()
+    server.server_close()
+    assert len(server._threads) == 0
+    assert recv_until_eof(waiting) == b"served"
+    loop.join(WAIT)
+    for sock in (holder, waiting):
+        sock.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_queued_request_is_served_when_the_last_worker_exits_after_close(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: Resources
+) -> None:
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # SystemExit is the point
+
+    class One(socketserver.ThreadPoolTCPServer):
+        max_workers = 1
+
+    Held.entered.clear()
+    Held.release.clear()
+    Held.exit_with = SystemExit
+    server = One(("127.0.0.1", 0), Held)
+    loop, (holder, waiting) = hold_one_and_queue_one(server)
+    server.shutdown()
+    loop.join(WAIT)
+    pool = server._pool()
+    close = pool.close
+
+    def close_then_release() -> Any:
+        closed = close()  # type: ignore[func-returns-value]
+        Held.release.set()  # the only worker dies of SystemExit after close()
+        return closed
+
+    pool.close = close_then_release  # type: ignore[method-assign]
+    server.server_close()
+    # Its replacement finished the queue, and server_close() waited for it.
+    assert len(server._threads) == 0
+    assert recv_until_eof(waiting) == b"served"
+    assert recv_until_eof(holder) == b""
+    for sock in (holder, waiting):
+        sock.close()
