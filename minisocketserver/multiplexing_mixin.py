@@ -316,14 +316,13 @@ class MultiplexedRequestHandler:
                 self._call(self.eof_received)
             finally:
                 self._in_eof_hook = False
-            # After the hook, which usually close()s: updating before it
-            # would unwatch and re-watch for nothing.  And when the
-            # connection is done, it ends just below: then no selector call
-            # before the one that unwatches it.
-            if not (self._broken or (self._closing and not self._output)):
-                self._update_interest()
         if self._broken or (self._closing and not self._output):
-            self._end()
+            self._end()  # the one selector call: unwatch
+        elif not data:
+            # EOF on a connection the hook kept open (half-closed, or output
+            # still queued): stop reading.  Only now, after the hook: updating
+            # before its close() would unwatch and re-watch for nothing.
+            self._update_interest()
 
     def _call(self, hook: Callable[[], None]) -> None:
         """Run one of the handler's argument-less hooks; see ``_hook_failed``."""
