@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import heapq
 import itertools
 import selectors
@@ -267,11 +268,24 @@ class Reactor:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)
+        # ``saved`` holds the descriptor Python had before ours.  A signal
+        # handler (KeyboardInterrupt) runs as soon as a C call returns, so in
+        # ``previous = signal.set_wakeup_fd(...)`` it can strike after the
+        # call installed our descriptor and before the result is stored: the
+        # previous descriptor would be lost and ours left installed after
+        # close(), and once the kernel reuses its number, signal bytes would
+        # go into an unrelated file or a client's connection (issue 10).
+        # list.extend() over map() stores the result inside one C call
+        # that calls set_wakeup_fd (through partial, also C) itself: no
+        # Python code runs in between, so no handler can either.
+        install = functools.partial(signal.set_wakeup_fd, warn_on_full_buffer=False)
+        saved: list[int] = []
         try:
+            saved.extend(map(install, (self._wake_writer.fileno(),)))
             yield
         finally:
-            signal.set_wakeup_fd(previous)
+            if saved:  # empty only if a signal struck before anything changed
+                signal.set_wakeup_fd(saved[0])
 
     def _drain_wakeups(self, mask: int) -> None:
         # Read until EAGAIN so one select() consumes any number of wake()s;
