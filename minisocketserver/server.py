@@ -422,6 +422,30 @@ class BaseServer:
         self.server_close()
 
 
+#: Makes ``_claim()``'s check and claim one step: two threads entering
+#: ``serve_forever()`` on one server at once must not both find it free.
+_claim_lock = threading.Lock()
+
+
+def _claim(servers: Sequence[BaseServer]) -> None:
+    """Mark ``servers`` as served by this thread, or raise if a loop serves one already.
+
+    Called by ``serve_loop()`` before anything else.  A second loop on the
+    same listener would race the first for every connection, and
+    ``shutdown()`` would stop only one of them (stdlib lets that happen).
+    """
+    with _claim_lock:
+        busy = [server for server in servers if server._serving_thread is not None]
+        if busy:
+            raise RuntimeError(
+                f"{type(busy[0]).__name__} at {busy[0].server_address!r} is already being "
+                "served by another loop; call shutdown() before serving it again"
+            )
+        for server in servers:
+            server._serving_done.clear()
+            server._serving_thread = threading.get_ident()
+
+
 def serve_loop(
     servers: Sequence[BaseServer],
     poll_interval: float,
@@ -449,9 +473,7 @@ def serve_loop(
     for it, from any thread but this one, exactly as for ``serve_forever``.
     """
     serving = list(servers)
-    for server in serving:
-        server._serving_done.clear()
-        server._serving_thread = threading.get_ident()
+    _claim(serving)
     try:
         with Reactor(selector_class) as reactor, reactor.signals_wake():
             for server in serving:

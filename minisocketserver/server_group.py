@@ -67,12 +67,6 @@ class ServerGroup:
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve every member until each has been shut down (blocks the caller)."""
-        busy = [s for s in self.servers if s._serving_thread is not None]
-        if busy:
-            raise RuntimeError(
-                f"{type(busy[0]).__name__} at {busy[0].server_address!r} is already being "
-                "served by another loop"
-            )
         selector_class = self.selector_class
         if selector_class is None:
             first = self.servers[0] if self.servers else BaseServer
