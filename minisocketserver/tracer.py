@@ -314,6 +314,11 @@ class Tracer:
         with self._lock:
             return len(self._events)
 
+    def events(self, since: int = 0) -> list[Event]:
+        """The events recorded so far, from index ``since`` (see ``mark``)."""
+        with self._lock:
+            return self._events[since:]
+
     def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(events recorded so far)`` holds."""
         deadline = time.monotonic() + timeout
