@@ -6,7 +6,15 @@ shuts the server down, and prints each call the tracer records *as it is
 recorded*, with one line on why that step exists and the chapter of the
 walkthrough that explains it.  Nothing printed is scripted: the lines come
 from the recording, so a hook overridden in ``--server``/``--handler``
-classes shows up as the user's own code.
+classes shows up as the user's own code, and so does every other method of
+theirs that runs (a ``parse_line()`` their ``handle()`` calls).  A request
+their ``verify_request()`` refuses is a flow like any other: the tour shows
+it, says so, and goes on to the next client.
+
+A ``--server``/``--handler`` that cannot be toured -- a spec that does not
+name a class, a class of the wrong kind, a server and a handler that cannot
+work together -- is refused before anything runs, with one line on stderr
+and exit status 2.
 
 The same driver records the flows in ``diagrams/`` (see diagrams.py): it
 lets every thread go quiet before each step, which is what makes a
@@ -30,8 +38,8 @@ from .threading_mixin import ThreadingMixIn
 from .tracer import Event, Tracer, timeline_lines
 
 #: What each hook is for, and the chapter that explains it, keyed by name.
-#: The tour looks every recorded call up here; a hook of the user's own
-#: (not in the table) is printed without an explanation.
+#: The tour looks every recorded hook up here; a method of the user's own
+#: (no hook) is printed without an explanation.
 EXPLAIN: dict[str, tuple[str, str]] = {
     "__init__": ("constructor: TCPServer's opens the socket, binds and listens; "
                  "BaseServer's stores the address and handler class",
@@ -132,6 +140,16 @@ def available_models() -> list[str]:
     return [m for m in MODELS if _model_classes(m) is not None]
 
 
+def _multiplexing() -> tuple[type, type] | None:
+    """``(MultiplexingMixIn, MultiplexedRequestHandler)``, if this tree has them."""
+    package = sys.modules[__package__ or "minisocketserver"]
+    mixin = getattr(package, "MultiplexingMixIn", None)
+    handler = getattr(package, "MultiplexedRequestHandler", None)
+    if isinstance(mixin, type) and isinstance(handler, type):
+        return mixin, handler
+    return None
+
+
 def _model_classes(model: str) -> tuple[type, type] | None:
     package = sys.modules[__package__ or "minisocketserver"]
     from .cli import SeedEchoHandler
@@ -166,15 +184,75 @@ def _multiplexed_echo_handler() -> type:
     return MultiplexedEchoHandler
 
 
+class TourSetupError(ValueError):
+    """The classes asked for cannot be toured; the message is one line for stderr."""
+
+
 def load_class(spec: str) -> type:
-    """``module:Class`` -> the class (the module is imported)."""
+    """``module:Class`` -> the class (the module is imported).
+
+    Raises :class:`TourSetupError` when ``spec`` names no class: a bad
+    spec, a module that fails to import, a missing attribute, a non-class.
+    """
     module_name, sep, class_name = spec.partition(":")
-    if not sep or not module_name or not class_name:
-        raise ValueError(f"expected module:Class, got {spec!r}")
-    value = getattr(importlib.import_module(module_name), class_name)
+    if not sep or not module_name.strip() or not class_name.strip():
+        raise TourSetupError(f"expected module:Class (e.g. myserver:EchoServer), got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # whatever the module's own code raised as it ran
+        message = " ".join(str(exc).split())
+        raise TourSetupError(
+            f"cannot import {module_name!r}: {type(exc).__name__}: {message}") from exc
+    try:
+        value = getattr(module, class_name)
+    except AttributeError:
+        raise TourSetupError(f"module {module_name!r} has no attribute {class_name!r}") from None
     if not isinstance(value, type):
-        raise ValueError(f"{spec} is not a class")
+        raise TourSetupError(f"{spec} is not a class but a {type(value).__name__}")
     return value
+
+
+def _check_pair(server_class: type, handler_class: type) -> None:
+    """Raise :class:`TourSetupError` unless the two classes can serve together.
+
+    Only what is certain from the classes alone is refused: a tour that
+    would otherwise crash in the handler, or hang waiting for a reply.
+    """
+    server, handler = server_class.__name__, handler_class.__name__
+    if not issubclass(server_class, BaseServer):
+        raise TourSetupError(f"{server} is not a minisocketserver server class "
+                             "(a subclass of BaseServer)")
+    multiplexing = _multiplexing()
+    multiplexed_handler = multiplexing is not None and issubclass(handler_class, multiplexing[1])
+    if not (issubclass(handler_class, handlers.BaseRequestHandler) or multiplexed_handler):
+        raise TourSetupError(f"{handler} is not a minisocketserver request handler class "
+                             "(a subclass of BaseRequestHandler or MultiplexedRequestHandler)")
+    datagram = getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM
+    if datagram and issubclass(handler_class, handlers.StreamRequestHandler):
+        raise TourSetupError(f"{server} serves datagrams, but {handler} is a "
+                             "StreamRequestHandler: use a DatagramRequestHandler")
+    if not datagram and issubclass(handler_class, handlers.DatagramRequestHandler):
+        raise TourSetupError(f"{server} serves connections, but {handler} is a "
+                             "DatagramRequestHandler: use a StreamRequestHandler")
+    multiplexed_server = multiplexing is not None and issubclass(server_class, multiplexing[0])
+    if multiplexed_server and not multiplexed_handler:
+        raise TourSetupError(f"{server} calls its handlers back on the loop thread, but "
+                             f"{handler} blocks: use a MultiplexedRequestHandler")
+    if multiplexed_handler and not multiplexed_server:
+        raise TourSetupError(f"{handler} is a MultiplexedRequestHandler: it needs a "
+                             f"multiplexing server, not {server} (try: tour multiplexing)")
+
+
+def _default_handler(server_class: type) -> type:
+    """The echo handler that fits a ``--server`` given without ``--handler``."""
+    if getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM:
+        return DatagramEchoHandler
+    multiplexing = _multiplexing()
+    if multiplexing is not None and issubclass(server_class, multiplexing[0]):
+        return _multiplexed_echo_handler()
+    from .cli import SeedEchoHandler
+
+    return SeedEchoHandler
 
 
 # -- the driver ---------------------------------------------------------------
@@ -198,6 +276,8 @@ class EchoSession:
         self.handler_class = handler_class
         self.poll_interval = poll_interval
         self.server: Any = None
+        #: Whether the server's ``verify_request()`` refused the last request.
+        self.refused = False
         self._since = 0
         self._loop: threading.Thread | None = None
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
@@ -233,12 +313,37 @@ class EchoSession:
         self.tracer.wait_quiet(self.WAIT)
 
     def request(self, payload: bytes, note: str) -> bytes:
-        """One client: send ``payload``, read the whole answer; then let all go quiet."""
+        """One client: send ``payload``, read the whole answer; then let all go quiet.
+
+        Sets ``refused``: a refused client's answer is an empty one.
+        """
         self.tracer.note(note)
         self._since = self.tracer.mark()
         reply = self._datagram(payload) if self.datagram else self._stream(payload)
         self.tracer.wait_quiet(self.WAIT)
+        self.refused = self._was_refused()
         return reply
+
+    def _wait_handled(self) -> None:
+        """Wait until the loop is done with this client's request.
+
+        Done: handed over to a worker or child, served (synchronous models),
+        refused by ``verify_request()``, or failed into ``handle_error()``
+        -- each ends ``_handle_request_noblock``.  A refused request never
+        reaches ``process_request``: waiting for that would never end.
+        """
+        since = self._since
+        self.tracer.wait_for(lambda events: any(
+            e.method == "_handle_request_noblock" and e.kind != "call" and not e.helper
+            for e in events[since:]), self.WAIT)
+
+    def _was_refused(self) -> bool:
+        """Whether ``verify_request()`` refused this client's request."""
+        verdicts = [e for e in self.tracer.events(self._since)
+                    if e.method == "verify_request" and e.kind == "return" and not e.helper]
+        # A user's override that calls super() returns around the library's
+        # answer: what counts is the outermost return, the least deep.
+        return bool(verdicts) and min(verdicts, key=lambda e: e.depth).text == "False"
 
     def _stream(self, payload: bytes) -> bytes:
         family = socket.AF_UNIX if self.unix else socket.AF_INET
@@ -250,10 +355,7 @@ class EchoSession:
                 # Let the loop hand the request over and wait again before
                 # the handler may finish: whether the loop's next reap finds
                 # the child still running must not depend on the scheduler.
-                since = self._since
-                self.tracer.wait_for(lambda events: any(
-                    e.method == "process_request" and e.kind != "call"
-                    for e in events[since:]), self.WAIT)
+                self._wait_handled()
                 self.tracer.wait_quiet(self.WAIT, loops_only=True)
             chunks = []
             # ConnectionError, ENOTCONN: a server that refused the client
@@ -274,6 +376,10 @@ class EchoSession:
                 assert self._tmpdir is not None
                 client.bind(os.path.join(self._tmpdir.name, "client.sock"))
             client.sendto(payload, self.server.server_address)
+            # A refused datagram gets no answer: do not wait for one.
+            self._wait_handled()
+            if self._was_refused():
+                return b""
             try:
                 return client.recv(65536)
             except TimeoutError:
@@ -327,6 +433,16 @@ class LivePrinter:
         except BrokenPipeError:
             self.closed = True
 
+    def say(self, text: str) -> None:
+        """Print a line of the tour's own, between the recorded ones."""
+        if self.closed:
+            return
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self.closed = True
+
     def _print(self, event: Event) -> None:
         if event.kind == "note":
             self.out.write(f"\n== {event.text}\n")
@@ -347,7 +463,9 @@ class LivePrinter:
 
     def _explanation(self, event: Event) -> str:
         pad = " " * (self.WIDTH + 2) + "  " * event.depth + "   "
-        known = EXPLAIN.get(event.method)
+        # A method of the user's may share a hook's name (a handler's own
+        # close()): only a hook gets the hook's explanation.
+        known = None if event.helper else EXPLAIN.get(event.method)
         if known is None:
             return f"{pad}| {event.owner}.{event.method} (your code)\n"
         text, chapter = known
@@ -357,20 +475,12 @@ class LivePrinter:
 
 
 def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
-             out: TextIO = sys.stdout) -> int:
-    """Run the tour; return the exit status."""
-    classes = _model_classes(model)
-    if classes is None:
-        out.write(f"model {model!r} is not available here; try one of "
-                  f"{', '.join(available_models())}\n")
-        return 2
-    server_class, handler_class = classes
-    if server_spec:
-        server_class = load_class(server_spec)
-    if handler_spec:
-        handler_class = load_class(handler_spec)
-    if not issubclass(server_class, BaseServer):
-        out.write(f"{server_class.__name__} is not a minisocketserver server class\n")
+             out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the tour; return the exit status (2, with one line on ``err``: bad classes)."""
+    try:
+        server_class, handler_class = _tour_classes(model, server_spec, handler_spec)
+    except TourSetupError as exc:
+        err.write(f"minisocketserver tour: error: {exc}\n")
         return 2
     where = "a temporary path" if getattr(server_class, "address_family", None) == getattr(
         socket, "AF_UNIX", None) else "127.0.0.1, on a port the kernel picks"
@@ -387,6 +497,7 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     poll = 0.1 if _is_forking(server_class) else 0.5
     session = EchoSession(tracer, server_class, handler_class, poll_interval=poll)
     replies = []
+    refused = []
     with tracer:
         tracer.name_thread("main thread")
         session.construct(f"the main thread constructs {server_class.__name__}"
@@ -399,6 +510,10 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
             else:
                 step = f"client {number} connects, sends {word!r}, then half-closes (SHUT_WR)"
             replies.append(session.request(word, step))
+            if session.refused:
+                refused.append(f"client {number}")
+                printer.say(f"\n-- the server refused client {number}: verify_request() "
+                            "returned False, so the request was shut down unanswered")
         session.stop("the main thread calls shutdown()")
         session.close("the main thread calls server_close()")
     recording = tracer.recording()
@@ -413,8 +528,36 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
         f"\n== done: {printer.calls} calls on {len(recording.lifelines)} lifelines; "
         f"replies {replies}\n"
         f"finish_request ran on: {', '.join(on) or 'nothing'}.\n"
+    )
+    if refused:
+        out.write(f"Refused by verify_request(): {', '.join(refused)}.\n")
+    out.write(
         "The same flows as diagrams: diagrams/*.svg (regenerate with "
         "python -m minisocketserver.diagrams); the walkthrough starts at "
         "docs/01-blocking-server.md.\n"
     )
     return 0
+
+
+def _tour_classes(model: str, server_spec: str | None,
+                  handler_spec: str | None) -> tuple[type, type]:
+    """The server and handler classes to tour; :class:`TourSetupError` if they cannot be."""
+    classes = _model_classes(model)
+    if classes is None:
+        raise TourSetupError(f"model {model!r} is not available here; try one of "
+                             f"{', '.join(available_models())}")
+    server_class, handler_class = classes
+    if server_spec:
+        server_class = _load("--server", server_spec)
+        handler_class = _default_handler(server_class)
+    if handler_spec:
+        handler_class = _load("--handler", handler_spec)
+    _check_pair(server_class, handler_class)
+    return server_class, handler_class
+
+
+def _load(option: str, spec: str) -> type:
+    try:
+        return load_class(spec)
+    except TourSetupError as exc:
+        raise TourSetupError(f"{option}: {exc}") from None

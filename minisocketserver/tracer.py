@@ -3,8 +3,8 @@
 Design map, part 7 (after handlers.py).  While a :class:`Tracer` is
 enabled, every hook of the library -- the server pipeline, the loop, the
 reactor's ``select``/``wake``, the mixins, the handlers -- and every method
-of a user's subclass that overrides one of them is replaced, on its class,
-by a wrapper that records the call and its return or exception::
+of the user's classes is replaced, on its class, by a wrapper that records
+the call and its return or exception::
 
     with Tracer() as tracer:            wrap the hooks on their classes
         ... run a server, talk to it ...
@@ -19,6 +19,15 @@ exactly the code it would run had this module never been imported.  The
 wrappers use ``functools.wraps`` (they carry ``__wrapped__``), which is how
 ``BaseServer._has_periodic_work`` tells a traced ``service_actions`` from
 an overridden one.
+
+The user's classes are the subclasses of the library's that are defined
+outside this package and outside the standard library, and their bases
+defined outside both (a mixin of the user's).  In them every plain method
+is traced, not only the hooks they override: a ``handle()`` that calls
+``self.parse_line()`` shows both, on the handler's lifeline.  Dunders,
+properties, static and class methods are not; a method never called is
+never recorded.  The library's own classes keep only their hooks traced,
+so the default tour and the diagrams record what they always did.
 
 Deterministic output.  A recording of real threads is ordered by the
 scheduler, so the renderers do not print it in arrival order.  They cut it
@@ -139,13 +148,16 @@ class Event:
     user: bool = False
     #: On a ``collect_children`` return: the child lifelines it reaped.
     reaped: list[str] = dataclasses.field(default_factory=list)
+    #: A method of the user's that is no hook (``parse_line``): the library
+    #: gives its name no meaning, whatever it is called.
+    helper: bool = False
 
     @property
     def qualname(self) -> str:
         return f"{self.owner}.{self.method}"
 
     def is_idle(self) -> bool:
-        if self.method not in _IDLE_METHODS or self.reaped:
+        if self.helper or self.method not in _IDLE_METHODS or self.reaped:
             return False
         return not (self.kind == "return" and self.method == "select" and self.text != "[]")
 
@@ -214,12 +226,13 @@ class Tracer:
             if self._recording is not None:
                 raise RuntimeError("this Tracer has finished its recording: use a new one")
             self._child_dir = tempfile.mkdtemp(prefix="minisocketserver-trace-")
-            for cls, names in _traced_classes():
-                for name in sorted(names & vars(cls).keys()):
+            for cls, hooks, helpers in _traced_classes():
+                for name in sorted((hooks | helpers) & vars(cls).keys()):
                     original = vars(cls)[name]
                     if inspect.isfunction(original):
                         self._wrapped.append((cls, name, original))
-                        setattr(cls, name, _wrap(self, cls, name, original))
+                        helper = name not in hooks
+                        setattr(cls, name, _wrap(self, cls, name, original, helper))
             self._enabled = True
             _active = self
 
@@ -301,6 +314,11 @@ class Tracer:
         with self._lock:
             return len(self._events)
 
+    def events(self, since: int = 0) -> list[Event]:
+        """The events recorded so far, from index ``since`` (see ``mark``)."""
+        with self._lock:
+            return self._events[since:]
+
     def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(events recorded so far)`` holds."""
         deadline = time.monotonic() + timeout
@@ -313,7 +331,7 @@ class Tracer:
 
     # -- recording (called by the wrappers) --------------------------------
 
-    def _enter(self, target: Any, owner: type, name: str, func: Any,
+    def _enter(self, target: Any, owner: type, name: str, func: Any, helper: bool,
                args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Frame | None:
         if not self._enabled:  # a call that began as disable() ran
             return None
@@ -322,23 +340,24 @@ class Tracer:
         with self._lock:
             if not self._enabled:
                 return None
-            lifeline = self._lifeline_for(threading.current_thread(), _default_name(name))
+            lifeline = self._lifeline_for(
+                threading.current_thread(), "thread" if helper else _default_name(name))
             obj = self._label(target)
             event = Event(
                 self._next_id(), (self._seq, 0), "call", lifeline.name, obj,
                 owner.__name__, name, _format_args(func, args, kwargs),
                 depth=len(lifeline.stack),
                 caller=lifeline.stack[-1].obj if lifeline.stack else "",
-                user=func.__module__ not in LIBRARY_MODULES,
+                user=func.__module__ not in LIBRARY_MODULES, helper=helper,
             )
-            if not lifeline.stack and name == "process_request_thread":
+            if not lifeline.stack and name == "process_request_thread" and not helper:
                 spawner = self._last_call.get((obj, "process_request"))
                 if spawner is not None:
                     event.spawned_by = (spawner.lifeline, spawner.obj)
                     event.after.append((spawner.id, ""))
             self._last_call[(obj, name)] = event
             frame = _Frame(event, obj, name, target)
-            if name == "collect_children":
+            if name == "collect_children" and not helper:
                 frame.target = (target, frozenset(getattr(target, "active_children", None) or ()))
             lifeline.stack.append(frame)
             self._emit(lifeline, event)
@@ -359,12 +378,13 @@ class Tracer:
             if exc is not None:
                 kind, text = "raise", _format_exception(exc)
             else:
-                kind, text = "return", _format_result(frame.method, result)
+                kind, text = "return", "" if call.helper else _format_result(frame.method, result)
             event = Event(
                 self._next_id(), (self._seq, 0), kind, lifeline.name, frame.obj,
                 call.owner, frame.method, text, call.depth, call.caller, user=call.user,
+                helper=call.helper,
             )
-            if frame.method == "collect_children" and self._child_fd is None:
+            if frame.method == "collect_children" and not call.helper and self._child_fd is None:
                 self._reaped(lifeline, frame, event)
             self._emit(lifeline, event)
 
@@ -409,7 +429,8 @@ class Tracer:
         buffer = lifeline.buffer
         # Only a wait with a timeout can end idle; one without is published
         # at once (the tour prints it as the loop starts waiting).
-        if event.kind == "call" and event.method == "select" and event.text != "timeout=None":
+        if (event.kind == "call" and event.method == "select" and not event.helper
+                and event.text != "timeout=None"):
             if buffer is not None and all(e.is_idle() for e in buffer):
                 # An idle iteration: forget it, and let this wait stand where
                 # the first wait of the idle run stood.
@@ -559,8 +580,12 @@ def _default_name(method: str) -> str:
     }.get(method, "thread")
 
 
-def _traced_classes() -> Iterator[tuple[type, frozenset[str]]]:
-    """Every class of the library and of the user that may define a hook."""
+def _traced_classes() -> Iterator[tuple[type, frozenset[str], frozenset[str]]]:
+    """Every class that may define a hook: ``(class, its hooks, its helpers)``.
+
+    Helpers are the plain methods of the user's classes (see the module
+    docstring); a class of the library or the standard library has none.
+    """
     roots: list[tuple[type, frozenset[str]]] = [
         (BaseServer, SERVER_HOOKS),
         (ThreadingMixIn, SERVER_HOOKS),
@@ -584,11 +609,30 @@ def _traced_classes() -> Iterator[tuple[type, frozenset[str]]]:
         if isinstance(root, type):
             roots.append((root, hooks))
     seen: set[type] = set()
-    for root, names in roots:
+    for root, hooks in roots:
         for cls in _with_subclasses(root):
-            if cls not in seen:
-                seen.add(cls)
-                yield cls, names
+            # The user's own bases come along: a mixin of the user's is no
+            # subclass of the library's, yet its methods run as the server's.
+            for base in cls.__mro__ if _is_users(cls) else (cls,):
+                if base not in seen and (base is cls or _is_users(base)):
+                    seen.add(base)
+                    yield base, hooks, _helpers(base) if _is_users(base) else frozenset()
+
+
+def _is_users(cls: type) -> bool:
+    """Whether ``cls`` is defined outside this package and the standard library."""
+    top = cls.__module__.partition(".")[0]
+    return top != __name__.partition(".")[0] and top not in sys.stdlib_module_names
+
+
+def _helpers(cls: type) -> frozenset[str]:
+    # Dunders are the language's protocol, run implicitly (a dict lookup
+    # calls __eq__, a log line __repr__): noise, not steps of the user's
+    # flow.  Properties, static and class methods are no plain functions.
+    return frozenset(
+        name for name, value in vars(cls).items()
+        if inspect.isfunction(value) and not (name.startswith("__") and name.endswith("__"))
+    )
 
 
 def _with_subclasses(root: type) -> Iterator[type]:
@@ -599,10 +643,10 @@ def _with_subclasses(root: type) -> Iterator[type]:
         pending.extend(cls.__subclasses__())
 
 
-def _wrap(tracer: Tracer, owner: type, name: str, func: Any) -> Any:
+def _wrap(tracer: Tracer, owner: type, name: str, func: Any, helper: bool) -> Any:
     @functools.wraps(func)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
-        frame = tracer._enter(self, owner, name, func, args, kwargs)
+        frame = tracer._enter(self, owner, name, func, helper, args, kwargs)
         try:
             result = func(self, *args, **kwargs)
         except BaseException as exc:
@@ -708,8 +752,9 @@ class Recording:
     def _implicit_waits(self) -> dict[str, list[tuple[str, str]]]:
         """Waits the library makes but nobody records: wake-ups and shutdown()."""
         waits: dict[str, list[tuple[str, str]]] = {}
-        selects = [e for e in self.events if e.kind == "return" and e.method == "select"]
-        for wake in (e for e in self.events if e.kind == "call" and e.method == "wake"):
+        hooks = [e for e in self.events if not e.helper]
+        selects = [e for e in hooks if e.kind == "return" and e.method == "select"]
+        for wake in (e for e in hooks if e.kind == "call" and e.method == "wake"):
             on_reactor = [s for s in selects if s.obj == wake.obj and s.lifeline != wake.lifeline]
             later = [s for s in on_reactor if s.key > wake.key]
             # A wait that timed out just as wake() was called ended the loop
@@ -718,9 +763,9 @@ class Recording:
             if woken is not None:
                 waits.setdefault(woken.id, []).append((wake.id, WAKE))
         # shutdown() returns when the loop has let its server go.
-        released = [e for e in self.events if e.kind == "call" and e.method == "_serving_ended"]
+        released = [e for e in hooks if e.kind == "call" and e.method == "_serving_ended"]
         shutdown_calls: dict[tuple[str, str], Event] = {}
-        for event in self.events:
+        for event in hooks:
             if event.method != "shutdown" or event.kind == "note":
                 continue
             if event.kind == "call":

@@ -13,7 +13,13 @@ import pytest
 
 import minisocketserver as socketserver
 from minisocketserver import cli
-from minisocketserver.tour import EXPLAIN, available_models, run_tour
+from minisocketserver.tour import (
+    EXPLAIN,
+    TourSetupError,
+    available_models,
+    load_class,
+    run_tour,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,11 +110,15 @@ def test_a_users_own_classes_show_up(no_leaks: object) -> None:
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["tour", "carrier-pigeon"])
-    with pytest.raises(ValueError, match="module:Class"):
-        run_tour("threading", "no_colon_here", None, io.StringIO())
-    out = io.StringIO()
-    assert run_tour("threading", "test_tour:ShoutHandler", None, out) == 2
-    assert "not a minisocketserver server class" in out.getvalue()
+    with pytest.raises(TourSetupError, match="module:Class"):
+        load_class("no_colon_here")
+    # The tour itself says why in one line on stderr, and runs nothing.
+    for server, message in [("no_colon_here", "expected module:Class"),
+                            ("test_tour:ShoutHandler", "not a minisocketserver server class")]:
+        out, err = io.StringIO(), io.StringIO()
+        assert run_tour("threading", server, None, out, err) == 2
+        assert out.getvalue() == ""
+        assert err.getvalue().count("\n") == 1 and message in err.getvalue()
 
 
 def test_echo_is_still_a_command() -> None:

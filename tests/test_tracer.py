@@ -39,10 +39,10 @@ class Auditing(socketserver.ThreadingTCPServer):
 
 
 def hook_functions() -> dict[tuple[type, str], Any]:
-    """Every (class, hook name) the tracer would wrap, with what is there now."""
+    """Every (class, method name) the tracer would wrap, with what is there now."""
     found = {}
-    for cls, names in tracer_mod._traced_classes():
-        for name in names & vars(cls).keys():
+    for cls, hooks, helpers in tracer_mod._traced_classes():
+        for name in (hooks | helpers) & vars(cls).keys():
             found[(cls, name)] = vars(cls)[name]
     return found
 
@@ -131,6 +131,88 @@ def test_threading_request_is_recorded_per_thread_in_order(no_leaks: object) -> 
     first = next(e for e in events if e.lifeline == "worker thread 1")
     assert first.spawned_by == ("loop thread", "Auditing")
     assert [e.lifeline for e in calls(events, "shutdown")] == ["main thread"]
+
+
+class Permissive:
+    """A mixin of the user's: no subclass of the library's."""
+
+    def allowed(self, client_address: Any) -> bool:
+        return True
+
+
+class PolicyServer(Permissive, socketserver.ThreadingTCPServer):
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        return self.allowed(client_address)
+
+
+class Parsing(socketserver.StreamRequestHandler):
+    """A handler whose hook calls a method of its own."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.wfile.write(self.parse_line(line))
+
+    def parse_line(self, line: bytes) -> bytes:
+        return line.upper()
+
+    def never_called(self) -> None:
+        raise AssertionError("not called")
+
+    @property
+    def peer(self) -> Any:
+        return self.client_address
+
+    def __repr__(self) -> str:
+        return f"<Parsing {self.peer}>"
+
+
+@pytest.mark.timeout(20)
+def test_the_users_own_methods_are_recorded_where_they_run(no_leaks: object) -> None:
+    tracer, reply = one_request(PolicyServer, Parsing)
+    assert reply == b"HELLO\n"
+    events = tracer.recording().events
+    worker = [e.method for e in events if e.lifeline == "worker thread 1" and e.kind == "call"]
+    assert worker == ["process_request_thread", "finish_request", "setup", "handle",
+                      "parse_line", "finish", "shutdown_request", "close_request"]
+    [handle], [parse] = calls(events, "handle"), calls(events, "parse_line")
+    # Called by handle(), on the handler object, one level down.
+    assert (parse.obj, parse.caller, parse.depth) == (handle.obj, handle.obj, handle.depth + 1)
+    assert (parse.owner, parse.user, parse.helper) == ("Parsing", True, True)
+    assert not handle.helper
+    # The server's: its mixin's method, on the loop thread.
+    [allowed] = calls(events, "allowed")
+    assert (allowed.lifeline, allowed.owner, allowed.helper) == ("loop thread", "Permissive", True)
+    # Only what ran; no property, no dunder.
+    assert not {"never_called", "peer", "__repr__"} & {e.method for e in events}
+
+
+def test_only_the_users_classes_have_their_methods_traced() -> None:
+    helpers = {cls: names for cls, _, names in tracer_mod._traced_classes()}
+    assert helpers[Parsing] == {"handle", "parse_line", "never_called"}
+    assert helpers[Permissive] == {"allowed"}
+    # The library keeps its hooks only, so the default tour records what it did.
+    library = [cls for cls in helpers if cls.__module__.startswith("minisocketserver")]
+    assert socketserver.TCPServer in library
+    assert all(not helpers[cls] for cls in library)
+
+
+class Selecting(socketserver.StreamRequestHandler):
+    """A method of the user's named like the reactor's wait is no wait."""
+
+    def handle(self) -> None:
+        self.wfile.write(self.select(self.rfile.read()))
+
+    def select(self, data: bytes) -> bytes:
+        return data[::-1]
+
+
+@pytest.mark.timeout(20)
+def test_a_users_method_named_like_a_hook_is_just_recorded(no_leaks: object) -> None:
+    tracer, reply = one_request(socketserver.ThreadingTCPServer, Selecting)
+    assert reply == b"\nolleh"
+    returned = [e for e in tracer.recording().events
+                if e.kind == "return" and e.method == "select" and e.owner == "Selecting"]
+    assert [(e.lifeline, e.text, e.helper) for e in returned] == [("worker thread 1", "", True)]
 
 
 @pytest.mark.timeout(20)
