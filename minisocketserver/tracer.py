@@ -180,6 +180,8 @@ class _Lifeline:
         self.stack: list[_Frame] = []
         # An iteration of the loop being recorded that may turn out idle.
         self.buffer: list[Event] | None = None
+        # Its last select() return: a child's pidfd may have ended that wait.
+        self.last_wait: Event | None = None
 
 
 class Tracer:
@@ -386,6 +388,8 @@ class Tracer:
             )
             if frame.method == "collect_children" and not call.helper and self._child_fd is None:
                 self._reaped(lifeline, frame, event)
+            elif frame.method == "select" and kind == "return":
+                lifeline.last_wait = event
             self._emit(lifeline, event)
 
     def _next_id(self) -> str:
@@ -530,19 +534,30 @@ class Tracer:
             child = self._load_child(pid)
             if child is None:
                 continue
-            name, last_id = child
+            name, last_id, fork_key = child
             event.reaped.append(name)
             # Draw the exit before the wait that it ended, if the loop was
-            # waiting; else before the reaping call itself.
+            # waiting (an idle wait, or one its pidfd ended: a wait that
+            # returned after the fork); else before the reaping call itself.
             buffer = lifeline.buffer or []
             waits = [e for e in buffer if e.method == "select" and e.kind == "return"]
-            target = waits[-1] if waits else frame.event
+            woken = lifeline.last_wait
+            if waits:
+                target = waits[-1]
+            elif woken and "_on_child_exit" in woken.text and woken.key[0] > fork_key:
+                target = woken
+            else:
+                target = frame.event
             target.after.append((last_id, CHILD_EXIT))
         if event.reaped:
             event.text = "reaped " + ", ".join(event.reaped)
 
-    def _load_child(self, pid: int) -> tuple[str, str] | None:
-        """Read a reaped child's events into the recording: ``(lifeline, last event id)``."""
+    def _load_child(self, pid: int) -> tuple[str, str, int] | None:
+        """Read a reaped child's events into the recording.
+
+        Returns ``(lifeline, last event id, fork key)``: the fork key orders
+        the fork among the parent's events.
+        """
         self._loaded.add(pid)
         path = os.path.join(self._child_dir, f"child-{pid}.jsonl")
         try:
@@ -569,7 +584,7 @@ class Tracer:
                 event.after[:0] = [tuple(a) for a in header["after"]]
             self._publish(event)
             last = event.id
-        return name, last
+        return name, last, header["fork_key"]
 
 
 def _default_name(method: str) -> str:
