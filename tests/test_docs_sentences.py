@@ -1,10 +1,11 @@
 """Sentences of the walkthrough that state how the kernel or stdlib behave, held by running them.
 
 Each test is the command a page cites for one such sentence (issue 11, item 4):
-``python -m pytest tests/test_docs_sentences.py -k NAME``.  None of them touches
-minisocketserver: they check the ground the docs stand on, so that a reader who
-doubts a sentence can run it.  stdlib ``socketserver`` is used only as the
-behavioural oracle, as everywhere in the tests.
+``python -m pytest tests/test_docs_sentences.py -k NAME``.  All but the last check
+the ground the docs stand on, not minisocketserver, so that a reader who doubts a
+sentence can run it; the last shows where a select()-based loop of ours fails.
+stdlib ``socketserver`` is used only as the behavioural oracle, as everywhere in the
+tests.
 
 Linux only where the sentence is about Linux (the backlog, SO_REUSEADDR over
 TIME_WAIT, select()'s exceptional list on TCP sockets).
@@ -280,3 +281,54 @@ def test_so_reuseaddr_rebinds_over_time_wait_only_if_both_listeners_set_it(
     """docs/examples/*_raw.py: on Linux the TIME_WAIT connection keeps the old
     listener's SO_REUSEADDR; a new listener binds over it only if both set it."""
     assert _rebind_after_time_wait(old_reuse, new_reuse) is binds
+
+
+# -- chapter 10: where a SelectSelector loop fails past descriptor 1023 -------
+
+#: A process that holds descriptors up to argv[1] first, then serves with
+#: SelectSelector; prints the error and the functions it came through.
+_SELECT_LOOP = r"""
+import os, resource, selectors, sys, traceback
+import minisocketserver as socketserver
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+while os.open(os.devnull, os.O_RDONLY) < int(sys.argv[1]):
+    pass
+class Server(socketserver.TCPServer):
+    selector_class = selectors.SelectSelector
+with Server(("127.0.0.1", 0), socketserver.BaseRequestHandler) as server:
+    try:
+        server.serve_forever()
+    except ValueError as exc:
+        names = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+        print(server.fileno(), " ".join(names), "|", exc)
+"""
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("held", "listener", "failed_in"),
+    [
+        (1030, 1031, "_attach watch check_watchable"),  # before any wait
+        (1022, 1023, "serve_loop select select"),  # the wake-up channel: on the first wait
+    ],
+)
+def test_select_selector_loop_past_1023_fails_in_attach_or_on_the_wake_channel(
+    held: int, listener: int, failed_in: str
+) -> None:
+    """docs/10-select-poll-epoll.md: a listener numbered 1024 or more is refused by
+    check_watchable when serve_forever() attaches it; the reactor's own wake-up
+    channel is not checked, so with only that past 1023 the first wait raises."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is too low")
+    out = subprocess.run(
+        [sys.executable, "-c", _SELECT_LOOP, str(held)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    ).stdout
+    fd, rest = out.split(" ", 1)
+    assert int(fd) == listener, out
+    assert f" {failed_in} |" in rest, out
