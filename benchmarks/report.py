@@ -826,8 +826,19 @@ def make_plots(results: Results, img_dir: Path) -> tuple[dict[str, Path], str | 
 # --------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the report names it: from the repository root when it lies inside."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return f"{path.resolve().relative_to(root).as_posix()}/"
+    except ValueError:
+        return f"{path.resolve().as_posix()}/"
+
+
 def write_report(results: Results, out: Path) -> None:
     out = Path(out)
+    # The plots go beside the report, so a smoke or partial run never touches
+    # docs/img/; the sentence below names the directory actually written.
     img_dir = out.parent / "img"
     plots, plot_note = make_plots(results, img_dir)
     meta = results["meta"]
@@ -841,8 +852,8 @@ def write_report(results: Results, out: Path) -> None:
             else ""
         )
         + ". Do not edit by hand: every figure below was measured by that command, and running "
-        "it again rewrites this file and the plots in `docs/img/`. How to run it and what each "
-        "scenario measures: [benchmarks/README.md](../benchmarks/README.md).",
+        f"it again rewrites this file and the plots in `{_shown(img_dir)}`. How to run it and "
+        "what each scenario measures: [benchmarks/README.md](../benchmarks/README.md).",
         "",
     ]
     lines += machine_section(results)

@@ -609,9 +609,16 @@ def _fmt_us(x: float) -> str:
     return f"{x:.2f}"
 
 
-def _ns_per_fd(data: Json, backend: str, scenario: str) -> tuple[float, int, int] | None:
-    """Least-squares slope of median time against N, in ns per registered descriptor."""
-    ns = _ok_sizes(data, backend, scenario)
+def _ns_per_fd(
+    data: Json, backend: str, scenario: str, up_to: int | None = None
+) -> tuple[float, int, int] | None:
+    """Least-squares slope of median time against N, in ns per registered descriptor.
+
+    Over every N the backend worked at, or only those up to ``up_to``: slopes of
+    two backends compare only when fitted over the same N, since poll's cost per
+    descriptor grows with N and select stops at 1024.
+    """
+    ns = [n for n in _ok_sizes(data, backend, scenario) if up_to is None or n <= up_to]
     if len(ns) < 2:
         return None
     ys = [_med(data, backend, scenario, n) for n in ns]
@@ -642,6 +649,44 @@ def _per_fd_steps(data: Json, backend: str) -> str:
         f" N = {marks[0]} and {marks[1]}, {steps[1]:.0f} ns between N = {marks[1]} and"
         f" {marks[2]} (probably because {marks[2]} sockets' kernel state no longer fits in"
         " the CPU caches; this run did not measure cache misses)."
+    )
+
+
+def _select_against_poll(data: Json) -> str:
+    """Compare select and poll over the N where both worked (their slopes above differ in range)."""
+    both = [
+        n
+        for n in _ok_sizes(data, "select.select", "idle")
+        if n in _ok_sizes(data, "select.poll", "idle")
+    ]
+    if len(both) < 2:
+        return ""
+    poll_ns = _ok_sizes(data, "select.poll", "idle")
+    s_slope = _ns_per_fd(data, "select.select", "idle", both[-1])
+    p_slope = _ns_per_fd(data, "select.poll", "idle", both[-1])
+    assert s_slope is not None and p_slope is not None
+    cheaper = [
+        n
+        for n in both
+        if (_med(data, "select.poll", "idle", n) or 0.0)
+        < (_med(data, "select.select", "idle", n) or 0.0)
+    ]
+    sm, pm = (
+        _med(data, "select.select", "idle", both[-1]),
+        _med(data, "select.poll", "idle", both[-1]),
+    )
+    assert sm is not None and pm is not None
+    if len(cheaper) == len(both):
+        verdict = "poll was the cheaper of the two at every N measured with both"
+    else:
+        verdict = f"poll was the cheaper at N = {', '.join(map(str, cheaper)) or 'none'} of those"
+    return (
+        f"* **Where both work, compare them over the same N.** The two slopes above are"
+        f" fitted over different ranges: select's stops at N = {both[-1]} (at the next N,"
+        f" `select()` raised ValueError), poll's runs on to N = {poll_ns[-1]}, where each"
+        f" descriptor costs poll more. Over N = {both[0]} to {both[-1]} for both, `select.poll`"
+        f" rises {p_slope[0]:.0f} ns per descriptor against `select.select`'s {s_slope[0]:.0f},"
+        f" and {verdict} ({_fmt_us(pm)} against {_fmt_us(sm)} µs at N = {both[-1]})."
     )
 
 
@@ -820,10 +865,13 @@ def render_markdown(data: Json) -> str:
                 f"* **`{name}` costs grow with N.** Idle, it takes {_fmt_us(a)} µs at"
                 f" N = {ns[0]} and {_fmt_us(b)} µs at N = {ns[-1]}"
                 f" ({_ratio_phrase(a, b)} for {TIMES}{ns[-1] // ns[0]} descriptors); a straight"
-                f" line through all its medians rises {slope[0]:.0f} ns per registered"
+                f" line through all its medians (N = {slope[1]} to {slope[2]}) rises"
+                f" {slope[0]:.0f} ns per registered"
                 f' descriptor. That is the "loop" in the seed\'s claim: {why}.'
                 + _per_fd_steps(data, name)
             )
+    if comparison := _select_against_poll(data):
+        w(comparison)
     # 2. epoll: flat.
     ns = _ok_sizes(data, "select.epoll", "idle")
     pn = _ok_sizes(data, "select.poll", "idle")

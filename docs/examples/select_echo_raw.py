@@ -58,11 +58,19 @@ ephemeral port) against a client on 127.0.0.1:
    a latent bug here, not an observed stall, but nothing in the seed bounds it.
 8. It watches descriptors with select() without checking their numbers.  With
    stdin, stdout, stderr and the listening socket open, the 1,021st concurrent client
-   gets descriptor 1024 and select() raises "ValueError: filedescriptor out of range
-   in select()" (reproduced with 1030 clients): the server dies.  See
+   kills the server, of one of two errors.  At the common soft limit of 1024
+   descriptors (RLIMIT_NOFILE, ``ulimit -n``), accept() fails first with "OSError:
+   [Errno 24] Too many open files", which nothing catches.  Only where the limit is
+   higher does that client get descriptor 1024, and then select() raises "ValueError:
+   filedescriptor out of range in select()".  Both reproduced with 1030 clients
+   (``python -m pytest tests/test_docs_sentences.py -k seed``).  See
    docs/select-poll-epoll.md for the limit, measured.
 9. It binds without SO_REUSEADDR, so restarting it right after it served a client can
-   fail with "Address already in use" while old connections sit in TIME_WAIT.
+   fail with "Address already in use" while old connections sit in TIME_WAIT.  The fix
+   below helps the *next* start only: on Linux a connection in TIME_WAIT keeps the
+   SO_REUSEADDR setting of the listener that accepted it, and a new listener binds over
+   it only if both set the option (``python -m pytest tests/test_docs_sentences.py -k
+   reuseaddr``).  A restart after the seed itself still fails until TIME_WAIT ends.
 """
 
 from __future__ import annotations
@@ -148,7 +156,9 @@ class EchoServer:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             # SEED bug 9: without SO_REUSEADDR a restart fails while old connections
-            # on this port are in TIME_WAIT.  (Two live servers still cannot share it.)
+            # on this port are in TIME_WAIT.  On Linux it works only if the server that
+            # made those connections set it too, as this one does: the restart after a
+            # run of the seed still fails.  (Two live servers still cannot share it.)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.listener.bind((host, port))
             self.listener.listen()

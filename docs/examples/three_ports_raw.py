@@ -24,7 +24,10 @@ What the seed got wrong, each checked by running its loop (re-indented, on free 
    the server exits on the second such client in our run.
 2. No SO_REUSEADDR: the server closes first, so its side of each connection waits in
    TIME_WAIT, and a restart right after serving one client fails with
-   "OSError: [Errno 98] Address already in use".
+   "OSError: [Errno 98] Address already in use".  Setting it fixes restarts after a
+   run of this server only: on Linux a connection in TIME_WAIT keeps the option of the
+   listener that accepted it, and a new listener binds over it only if both set it
+   (``python -m pytest tests/test_docs_sentences.py -k reuseaddr``).
 3. Blocking listening sockets.  accept(2) warns that a connection reported by select()
    may be gone by the time accept() runs ("removed by an asynchronous network error or
    another thread"), and that a blocking accept() then waits for the *next* client,
