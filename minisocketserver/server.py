@@ -32,8 +32,11 @@ Where we differ from stdlib ``socketserver``, and why:
   ``socket.SOMAXCONN`` instead of 5, which overflows under a burst and makes
   clients wait for SYN retransmits (seconds; see sockets.py).
 * An exception from ``verify_request`` is reported through ``handle_error``
-  and the request is closed; stdlib lets it escape ``serve_forever`` and
-  leaks the accepted socket.
+  and the request is closed; stdlib lets it escape ``serve_forever``, and
+  the accepted socket stays open until the exception is freed, when the
+  socket's finalizer closes it with a ``ResourceWarning``.
+* ``serve_forever()`` on a server that another thread is serving raises
+  ``RuntimeError``; stdlib starts a second loop on the same listener.
 """
 
 from __future__ import annotations
