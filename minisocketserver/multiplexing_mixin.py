@@ -457,6 +457,11 @@ class LineRequestHandler(MultiplexedRequestHandler):
             self._eof_deferred = False
             self.eof_received()
 
+    def _end(self) -> None:
+        """Also release the buffered partial line, up to ``max_line`` bytes."""
+        super()._end()
+        self._partial.clear()
+
     def _deliver_lines(self) -> bool:
         """``line_received`` each complete buffered line; False if backpressure stopped it."""
         buffer = self._partial
