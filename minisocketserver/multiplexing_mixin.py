@@ -249,6 +249,9 @@ class MultiplexedRequestHandler:
         wanted = self._wanted_events()
         if wanted == self._events:
             return  # the common case: no system call at all
+        if self.request.fileno() < 0:
+            self._closed_behind_our_back(reactor)
+            return
         callback = self._on_readable if wanted == _READ else self._on_ready
         if self._events and wanted:
             reactor.modify(self.request, wanted, callback)
@@ -257,6 +260,20 @@ class MultiplexedRequestHandler:
         else:
             reactor.unwatch(self.request)
         self._events = wanted
+
+    def _closed_behind_our_back(self, reactor: Reactor) -> None:
+        """The socket was closed by a hook (or another handler), not by ``_end()``.
+
+        Unwatch it now: the kernel may give its number to the next accepted
+        connection, and select() fails on a closed descriptor.  End it at
+        the loop's next turn rather than here, in the middle of the hook
+        that noticed (a ``send()`` or ``close()``).
+        """
+        reactor.unwatch(self.request)
+        self._events = 0
+        self._broken = True
+        self._output.clear()
+        reactor.call_later(0.0, self._end)
 
     def _on_ready(self, mask: int) -> None:
         """Reactor callback while writability is watched: flush, then read.
@@ -318,6 +335,10 @@ class MultiplexedRequestHandler:
                 self._in_eof_hook = False
         if self._broken or (self._closing and not self._output):
             self._end()  # the one selector call: unwatch
+        elif self.request.fileno() < 0:
+            # The hook closed the socket itself (self.request.close()): end
+            # the connection now, while no other socket has its number.
+            self._end()
         elif not data:
             # EOF on a connection the hook kept open (half-closed, or output
             # still queued): stop reading.  Only now, after the hook: updating

@@ -28,6 +28,11 @@ Invariants:
    can check its own stop flag between the wait and the dispatch (a
    shutdown that arrived during the wait must not start a new request).
 4. ``select()`` never waits past the earliest timer.
+5. ``watch()`` never leaves a file object unwatched: an entry left in the
+   selector's table by an earlier file object with the same descriptor
+   number, closed behind the reactor's back, is replaced, not modified.
+6. A cancelled timer holds no callback, and cancelled timers are never most
+   of a heap of more than a few dozen: nothing it referenced stays alive.
 """
 
 from __future__ import annotations
@@ -178,8 +183,36 @@ class Reactor:
         # multiplexing server's time under a connection storm.
         try:
             self._selector.register(fileobj, events, callback)
-        except KeyError:  # watched already: change what for, and the callback
-            self._selector.modify(fileobj, events, callback)
+        except KeyError:  # its descriptor number is in the selector's table
+            self._rewatch(fileobj, events, callback)
+
+    def _rewatch(self, fileobj: FileLike, events: int, callback: Callback) -> None:
+        """``watch()`` met a descriptor number registered already: modify, or replace.
+
+        Either ``fileobj`` itself is watched (change what for, and the
+        callback), or the entry is stale: an earlier file object with that
+        number was closed behind the loop's back (a handler closing its own
+        socket, a server closed without ``shutdown()``), and the kernel gave
+        the number to ``fileobj``.  Modifying that entry would watch
+        nothing: epoll dropped the old registration when the descriptor
+        closed, so the new socket's client would hang.  Replace it instead.
+        """
+        key = self._selector.get_key(fileobj)
+        if key.fileobj is fileobj:
+            try:
+                self._selector.modify(fileobj, events, callback)
+                return
+            except OSError:
+                # ENOENT/EBADF: the kernel no longer knows this descriptor
+                # (closed and reopened under the same object); the selector
+                # has dropped its entry, so registering again is all it takes.
+                pass
+        else:
+            # The stale entry's own unregister tolerates the kernel's ENOENT
+            # (selectors' epoll does); anything else means it is gone anyway.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(key.fileobj)
+        self._selector.register(fileobj, events, callback)
 
     def modify(self, fileobj: FileLike, events: int, callback: Callback) -> None:
         """Change the events (or the callback) of a file object watched already."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 import gc
 import socket
 import struct
+import sys
 import threading
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, loop_has_turned, serving
+from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, recv_until_eof, serving
 
 import minisocketserver as socketserver
 from minisocketserver.reactor import Reactor
@@ -131,3 +132,78 @@ def test_ended_connections_release_their_buffers(no_leaks: Resources) -> None:
     # Before the fix: 2,000 x 32 KiB, about 66 MB, held by the cancelled
     # idle timers behind the idle client's.
     assert retained < 2 * 1024 * 1024, retained
+
+
+# -- item 7: a reused descriptor number is watched again ---------------------
+
+
+@pytest.mark.parametrize("selector", SELECTORS)
+def test_watch_replaces_an_entry_left_by_a_closed_socket(selector: Any) -> None:
+    with Reactor(selector) as reactor:
+        old, old_peer = socket.socketpair()
+        number = old.fileno()
+        reactor.watch(old, 1, lambda mask: None)
+        old.close()  # behind the reactor's back
+        new, new_peer = socket.socketpair()
+        with old_peer, new, new_peer:
+            if new.fileno() != number:
+                new, new_peer = new_peer, new
+            assert new.fileno() == number, "the kernel did not reuse the number"
+            seen: list[int] = []
+            reactor.watch(new, 1, seen.append)
+            new_peer.send(b"x")
+            for function, argument in reactor.select(WAIT):
+                function(argument)
+            assert seen, "the new socket is not watched"
+            assert reactor._selector.get_key(new).fileobj is new
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("then", ["nothing", "send", "close"])
+@pytest.mark.parametrize("selector", SELECTORS)
+def test_a_handler_closing_its_own_socket(
+    selector: Any, then: str, no_leaks: Resources, thread_errors: list[BaseException | None]
+) -> None:
+    finished: list[object] = []
+    errors: list[BaseException | None] = []
+    ended = threading.Event()
+
+    class SelfCloser(Echo):
+        def data_received(self, data: bytes) -> None:
+            if data != b"bye":
+                self.send(data)
+                return
+            self.request.close()
+            # What a handler may go on to do, not knowing better.
+            if then == "send":
+                self.send(b"too late")
+            elif then == "close":
+                self.close()
+
+        def finish(self) -> None:
+            finished.append(self)
+            ended.set()
+
+    class Server(socketserver.MultiplexingTCPServer):
+        selector_class = selector
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(sys.exc_info()[1])
+
+    with serving(Server((HOST, 0), SelfCloser)) as server:
+        with connect(server.server_address) as first:
+            first.sendall(b"bye")
+            assert recv_until_eof(first) == b""
+        assert ended.wait(WAIT), "finish() did not run"
+        loop_has_turned(server)
+        reactor = server._reactor
+        assert reactor is not None
+        # The listener and the wake-up channel only: no stale entry.
+        assert len(reactor._selector.get_map()) == 2
+        # The next connections get the freed number: they are served.
+        for _ in range(3):
+            with connect(server.server_address) as client:
+                client.sendall(b"ping")
+                assert recv_exactly(client, 4) == b"ping"
+    assert len(finished) == 4
+    assert not errors and not thread_errors, (errors, thread_errors)
