@@ -9,13 +9,14 @@ checked at construction, ``send()`` from another thread).  Real sockets on
 
 from __future__ import annotations
 
+import functools
 import gc
 import socket
 import struct
 import sys
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -134,6 +135,62 @@ def test_ended_connections_release_their_buffers(no_leaks: Resources) -> None:
     assert retained < 2 * 1024 * 1024, retained
 
 
+# -- item 5: shutdown() racing server_close() --------------------------------
+
+
+def race_shutdown_and_server_close(errors: list[BaseException | None]) -> None:
+    """Serve 8 connections, then shutdown() and server_close() from two threads at once."""
+    finished: list[object] = []
+
+    class Greeter(socketserver.MultiplexedRequestHandler):
+        def setup(self) -> None:
+            self.send(b"hi")
+
+        def finish(self) -> None:
+            finished.append(self)
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Greeter)
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    clients = [connect(server.server_address) for _ in range(8)]
+    try:
+        for client in clients:
+            assert recv_exactly(client, 2) == b"hi"
+        start = threading.Barrier(2)
+
+        def at_once(call: Callable[[], None]) -> None:
+            start.wait(WAIT)
+            call()
+
+        racers = [
+            threading.Thread(target=at_once, args=(call,), daemon=True)
+            for call in (server.shutdown, server.server_close)
+        ]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(WAIT)
+            assert not racer.is_alive(), "shutdown() or server_close() hung"
+        loop.join(WAIT)
+        assert not loop.is_alive()
+        assert not errors, errors
+        assert len(finished) == 8 and len(set(map(id, finished))) == 8, finished
+        for client in clients:
+            assert recv_until_eof(client) == b""
+    finally:
+        for client in clients:
+            client.close()
+        if loop.is_alive():
+            server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_racing_server_close(thread_errors: list[BaseException | None]) -> None:
+    for _ in range(200):
+        race_shutdown_and_server_close(thread_errors)
+
+
 # -- item 7: a reused descriptor number is watched again ---------------------
 
 
@@ -207,3 +264,203 @@ def test_a_handler_closing_its_own_socket(
                 assert recv_exactly(client, 4) == b"ping"
     assert len(finished) == 4
     assert not errors and not thread_errors, (errors, thread_errors)
+
+
+# -- item 8a: finish() raising KeyboardInterrupt -----------------------------
+
+
+def test_server_close_ends_every_connection_when_a_finish_raises(
+    no_leaks: Resources,
+) -> None:
+    finished: list[object] = []
+
+    class Interrupted(socketserver.MultiplexedRequestHandler):
+        def setup(self) -> None:
+            self.send(b"hi")
+
+        def finish(self) -> None:
+            finished.append(self)
+            if len(finished) == 1:
+                raise KeyboardInterrupt
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Interrupted)
+    clients: list[socket.socket] = []
+    try:
+        with serving_only(server):
+            clients += [connect(server.server_address) for _ in range(3)]
+            for client in clients:
+                assert recv_exactly(client, 2) == b"hi"
+        with pytest.raises(KeyboardInterrupt):
+            server.server_close()
+        assert len(finished) == 3
+        for client in clients:
+            assert recv_until_eof(client) == b""
+    finally:
+        for client in clients:
+            client.close()
+        server.server_close()
+
+
+# -- item 8d: handle_request() ------------------------------------------------
+
+
+class EchoOnce(socketserver.LineRequestHandler):
+    def line_received(self, line: bytes) -> None:
+        self.send(line)
+        self.close()
+
+
+def test_handle_request_serves_the_connection_to_its_end(no_leaks: Resources) -> None:
+    replies: list[bytes] = []
+
+    def client(address: Any) -> None:
+        with connect(address) as sock:
+            sock.sendall(b"ping\n")
+            replies.append(recv_until_eof(sock))
+
+    timeouts: list[int] = []
+
+    class Server(socketserver.MultiplexingTCPServer):
+        timeout = WAIT
+
+        def handle_timeout(self) -> None:
+            timeouts.append(1)
+
+    with Server((HOST, 0), EchoOnce) as server:
+        # Once before any loop, once after a serve_forever() left the
+        # listener non-blocking.
+        for round_ in range(2):
+            if round_:
+                with serving_only(server):
+                    pass
+            thread = threading.Thread(target=client, args=(server.server_address,))
+            thread.start()
+            server.handle_request()
+            thread.join(WAIT)
+            assert not thread.is_alive()
+            assert not timeouts
+            assert replies == [b"ping\n"] * (round_ + 1)
+            assert server.connections == []
+
+
+class serving_only:
+    """serve_forever() on a thread for the block, then shutdown(), no close.
+
+    Even a loop shut down before its first turn has attached the server
+    (made its listener non-blocking), which is what the tests need.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.loop = threading.Thread(target=server.serve_forever)
+
+    def __enter__(self) -> Any:
+        self.loop.start()
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.loop.join(WAIT)
+        assert not self.loop.is_alive()
+
+
+# -- item 8e: the handler class is checked at construction -------------------
+
+
+@pytest.mark.parametrize(
+    "handler", [socketserver.BaseRequestHandler, socketserver.StreamRequestHandler]
+)
+def test_a_blocking_handler_class_is_refused_at_construction(
+    handler: type, no_leaks: Resources
+) -> None:
+    with pytest.raises(TypeError, match=rf"MultiplexedRequestHandler.*{handler.__name__}"):
+        socketserver.MultiplexingTCPServer((HOST, 0), handler)
+
+
+def test_a_handler_factory_is_accepted(no_leaks: Resources) -> None:
+    class Tagged(socketserver.MultiplexedRequestHandler):
+        def __init__(self, request: Any, client_address: Any, server: Any, tag: bytes) -> None:
+            self.tag = tag
+            super().__init__(request, client_address, server)
+
+        def data_received(self, data: bytes) -> None:
+            self.send(self.tag + data)
+
+    factory = functools.partial(Tagged, tag=b">")
+    server = socketserver.MultiplexingTCPServer((HOST, 0), factory)
+    with serving(server), connect(server.server_address) as client:
+        client.sendall(b"x")
+        assert recv_exactly(client, 2) == b">x"
+
+
+# -- item 8f: send() from another thread; call_soon_threadsafe ---------------
+
+
+def test_send_from_another_thread_raises_and_call_soon_threadsafe_works(
+    no_leaks: Resources,
+) -> None:
+    outcomes: list[BaseException | None] = []
+
+    class Offloading(socketserver.MultiplexedRequestHandler):
+        def data_received(self, data: bytes) -> None:
+            threading.Thread(target=self.work, args=(data,)).start()
+
+        def work(self, data: bytes) -> None:  # on a worker thread
+            reply = data.upper()
+            try:
+                self.send(reply)
+            except RuntimeError as exc:
+                outcomes.append(exc)
+            try:
+                self.close()
+            except RuntimeError as exc:
+                outcomes.append(exc)
+            self.server.call_soon_threadsafe(lambda: self.send(reply))
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Offloading)
+    with serving(server), connect(server.server_address) as client:
+        client.sendall(b"work")
+        assert recv_exactly(client, 4) == b"WORK"
+    assert len(outcomes) == 2
+    assert all("call_soon_threadsafe" in str(exc) for exc in outcomes), outcomes
+
+
+def test_call_soon_threadsafe_is_never_lost(no_leaks: Resources) -> None:
+    """Posted just before shutdown(), a callback still runs on the loop's thread;
+    posted while no loop serves, it runs at once on the caller's."""
+    ran_on: list[str] = []
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Echo)
+    loop = threading.Thread(target=server.serve_forever, name="the loop")
+    with server:
+        loop.start()
+        try:
+            with connect(server.server_address) as client:  # the loop is up
+                client.sendall(b"x")
+                assert recv_exactly(client, 1) == b"x"
+            for _ in range(50):
+                server.call_soon_threadsafe(
+                    lambda: ran_on.append(threading.current_thread().name)
+                )
+        finally:
+            server.shutdown()
+            loop.join(WAIT)
+        assert ran_on == ["the loop"] * 50
+        server.call_soon_threadsafe(lambda: ran_on.append(threading.current_thread().name))
+        assert ran_on[-1] == threading.current_thread().name
+
+
+def test_send_after_the_loop_stopped_is_allowed_from_another_thread(
+    no_leaks: Resources,
+) -> None:
+    class Greeter(socketserver.MultiplexedRequestHandler):
+        def setup(self) -> None:
+            self.send(b"hi")
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Greeter)
+    with server, serving_only(server), connect(server.server_address) as client:
+        assert recv_exactly(client, 2) == b"hi"
+        loop_has_turned(server)  # the handler joined the table after setup()
+        (handler,) = server.connections
+        server.shutdown()
+        handler.send(b"late")  # no loop runs: this thread may
+        assert recv_exactly(client, 4) == b"late"
