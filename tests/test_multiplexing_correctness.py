@@ -216,6 +216,47 @@ def test_watch_replaces_an_entry_left_by_a_closed_socket(selector: Any) -> None:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("selector", [p for p in SELECTORS if p.id != "SelectSelector"])
+def test_a_group_member_closed_without_shutdown_frees_its_number(
+    selector: Any, no_leaks: Resources
+) -> None:
+    """A ServerGroup member closed behind the loop's back: the connection the
+    next member accepts gets its number, and is served.  (select() itself
+    fails on a closed descriptor: SelectSelector cannot survive this.)"""
+    numbers: list[int] = []
+
+    class Numbered(Echo):
+        def setup(self) -> None:
+            numbers.append(self.request.fileno())
+
+    class Group(socketserver.ServerGroup):
+        selector_class = selector
+
+    plain = socketserver.TCPServer((HOST, 0), socketserver.BaseRequestHandler)
+    multiplexing = socketserver.MultiplexingTCPServer((HOST, 0), Numbered)
+    group = Group([plain, multiplexing])
+    loop = threading.Thread(target=group.serve_forever)
+    with group:
+        loop.start()
+        try:
+            with connect(multiplexing.server_address) as client:  # the loop is up
+                client.sendall(b"up")
+                assert recv_exactly(client, 2) == b"up"
+            client = socket.socket()  # before the close: the freed number is not its
+            with client:
+                client.settimeout(WAIT)
+                number = plain.fileno()
+                plain.server_close()  # no shutdown(): the loop still watches it
+                client.connect(multiplexing.server_address)
+                client.sendall(b"ping")
+                assert recv_exactly(client, 4) == b"ping"
+                assert numbers[-1] == number, (numbers, number)
+        finally:
+            group.shutdown()
+            loop.join(WAIT)
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("then", ["nothing", "send", "close"])
 @pytest.mark.parametrize("selector", SELECTORS)
 def test_a_handler_closing_its_own_socket(
