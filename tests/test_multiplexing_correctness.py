@@ -185,6 +185,42 @@ def race_shutdown_and_server_close(errors: list[BaseException | None]) -> None:
         server.server_close()
 
 
+def test_server_close_from_another_thread_stops_the_loop_first(
+    no_leaks: Resources, thread_errors: list[BaseException | None]
+) -> None:
+    """Without shutdown(): the loop returns, then every connection ends."""
+    finished: list[str] = []
+
+    class Greeter(socketserver.MultiplexedRequestHandler):
+        def setup(self) -> None:
+            self.send(b"hi")
+
+        def finish(self) -> None:
+            finished.append(threading.current_thread().name)
+
+    server = socketserver.MultiplexingTCPServer((HOST, 0), Greeter)
+    loop = threading.Thread(target=server.serve_forever, name="the loop")
+    loop.start()
+    clients = [connect(server.server_address) for _ in range(3)]
+    try:
+        for client in clients:
+            assert recv_exactly(client, 2) == b"hi"
+        server.server_close()
+        loop.join(WAIT)
+        assert not loop.is_alive(), "serve_forever() still runs on a closed server"
+        assert finished == [threading.current_thread().name] * 3
+        for client in clients:
+            assert recv_until_eof(client) == b""
+        assert not thread_errors, thread_errors
+    finally:
+        for client in clients:
+            client.close()
+        if loop.is_alive():
+            server.shutdown()
+            loop.join(WAIT)
+        server.server_close()
+
+
 @pytest.mark.timeout(60)
 def test_shutdown_racing_server_close(thread_errors: list[BaseException | None]) -> None:
     for _ in range(200):
