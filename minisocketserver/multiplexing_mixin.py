@@ -689,14 +689,16 @@ class MultiplexingMixIn(_StreamServerBase):
         Called on the loop's thread, the last time it touches the
         connections: ``server_close()`` from another thread waits for this.
         """
+        for handler in list(self._connections):
+            handler._detach()
+        # OSError: the listener is already closed; no timeout to restore.
+        with contextlib.suppress(OSError):
+            self.socket.settimeout(self._listener_timeout)
         try:
+            # After the detach: the reactor is closed by now, and a send()
+            # these callbacks make must queue, not touch its selector.
             self._take_posted(None)
         finally:
-            for handler in list(self._connections):
-                handler._detach()
-            # OSError: the listener is already closed; no timeout to restore.
-            with contextlib.suppress(OSError):
-                self.socket.settimeout(self._listener_timeout)
             super()._serving_ended()
 
     # The listener's timeout before the loop made it non-blocking.

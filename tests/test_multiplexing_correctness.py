@@ -526,6 +526,41 @@ def test_call_soon_threadsafe_is_never_lost(no_leaks: Resources) -> None:
         assert ran_on[-1] == threading.current_thread().name
 
 
+def test_a_callback_run_as_the_loop_ends_may_send(no_leaks: Resources) -> None:
+    """The loop stops with a posted callback not yet run: it runs as the loop
+    ends, and its send(), too large for the kernel, queues quietly."""
+    entered, release, requested = threading.Event(), threading.Event(), threading.Event()
+    errors: list[BaseException | None] = []
+
+    class Stalling(socketserver.MultiplexedRequestHandler):
+        def data_received(self, data: bytes) -> None:
+            entered.set()
+            assert release.wait(WAIT)
+
+    class Server(socketserver.MultiplexingTCPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            errors.append(sys.exc_info()[1])
+
+        def shutdown(self) -> None:
+            self._shutdown_requested = True  # what shutdown() does first...
+            requested.set()  # ...then the loop may go on
+            super().shutdown()
+
+    server = Server((HOST, 0), Stalling)
+    with server, serving_only(server), connect(server.server_address) as client:
+        client.sendall(b"x")
+        assert entered.wait(WAIT)  # the loop is stuck in data_received
+        (handler,) = server.connections
+        server.call_soon_threadsafe(lambda: handler.send(b"y" * 8_000_000))
+        stopper = threading.Thread(target=server.shutdown)
+        stopper.start()
+        assert requested.wait(WAIT)
+        release.set()
+        stopper.join(WAIT)
+        assert handler.pending > 0  # queued for the next loop, or server_close()
+    assert not errors, errors
+
+
 def test_send_after_the_loop_stopped_is_allowed_from_another_thread(
     no_leaks: Resources,
 ) -> None:
