@@ -602,7 +602,7 @@ class MultiplexingMixIn(_StreamServerBase):
         # drain() (server_close() from another thread stops the loop first).
         self._connections: dict[MultiplexedRequestHandler, None] = {}
         # Callbacks call_soon_threadsafe() keeps for the loop, and whether a
-        # loop will run them: both under _posted_lock, so that a callback is
+        # loop will run them: both under _posting_lock, so that a callback is
         # either taken by a loop (which runs it, at the latest as it ends)
         # or run by its caller, never lost between the two.
         self._posted_callbacks: collections.deque[Callable[[], None]] = collections.deque()
@@ -686,8 +686,9 @@ class MultiplexingMixIn(_StreamServerBase):
     def _serving_ended(self) -> None:
         """The loop is done with this server: its connections are watched no more.
 
-        Called on the loop's thread, the last time it touches the
-        connections: ``server_close()`` from another thread waits for this.
+        Called on the loop's thread, which owns the connections until this
+        returns: ``server_close()`` from another thread waits for it.
+        Callbacks posted too late for the loop run here, on that thread.
         """
         for handler in list(self._connections):
             handler._detach()
