@@ -54,13 +54,24 @@ flow control (its own sends block) instead of growing the server's memory.
 Resource handling: the server owns every accepted socket until its handler
 ends; ``finish()`` runs exactly once per connection whose ``setup()``
 returned, whatever ends it, and ``shutdown_request()`` follows it.
-``server_close()`` ends every open connection.
+``server_close()`` ends every open connection.  An ended handler is
+released at once: its buffers are dropped, and its cancelled idle timer
+holds it no more (the reactor compacts cancelled timers).
+
+Threads: while a loop serves the server, its thread owns the connections
+(the table, every handler, the selector): ``send()`` and ``close()`` from
+another thread raise ``RuntimeError``, ``call_soon_threadsafe()`` is the
+way in, and ``server_close()`` from another thread stops the loop first.
+While no loop serves, whichever one thread calls owns them.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -70,6 +81,9 @@ from .sockets import TCPServer
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
+# A module global: send() checks its caller's thread on every call, and a
+# global is the cheapest name to look up.
+_get_ident = threading.get_ident
 
 
 class MultiplexedRequestHandler:
@@ -99,7 +113,19 @@ class MultiplexedRequestHandler:
 
     Threading: every method runs on the loop's thread.  Call ``send()`` and
     ``close()`` from there only: from this handler's callbacks, or from
-    another handler of the same server (a chat room broadcasting).
+    another handler of the same server (a chat room broadcasting).  From
+    any other thread they raise ``RuntimeError`` while a loop serves the
+    connection; hand the work to the loop instead, with the server's
+    ``call_soon_threadsafe``::
+
+        def data_received(self, data):
+            def work():                      # on a worker thread
+                reply = compute(data)
+                self.server.call_soon_threadsafe(lambda: self.send(reply))
+            threading.Thread(target=work).start()
+
+    While no loop serves the connection (after ``shutdown()``), any one
+    thread at a time may call them.
     """
 
     #: Bytes asked for per ``recv()``.  One read per readiness per
@@ -126,6 +152,9 @@ class MultiplexedRequestHandler:
         self._output = bytearray()  # accepted by send(), not yet by the kernel
         self._reactor: Reactor | None = None  # the loop watching us, if any
         self._events = 0  # what _reactor watches for now
+        # The thread running _reactor's loop; send() and close() refuse any
+        # other, since the selector is not thread-safe.
+        self._loop_thread: int | None = None
         self._timer: Timer | None = None
         # Last byte received or sent, for the idle timeout; read only when
         # ``timeout`` is set, and so updated only then: a clock read per
@@ -175,6 +204,11 @@ class MultiplexedRequestHandler:
         Never blocks.  Data sent after the connection broke or ended is
         dropped, as the peer can no longer receive it.
         """
+        # Loop thread first: on the hot path the first test is false, and
+        # the check costs one call (measured at about 50 ns, some 1.5% of
+        # one event in ``benchmarks/costs.py events``).
+        if self._loop_thread != _get_ident() and self._loop_thread is not None:
+            self._wrong_thread("send")
         if self._broken or self._ended or not data:
             return
         if not self._output:
@@ -201,6 +235,8 @@ class MultiplexedRequestHandler:
 
     def close(self) -> None:
         """End the connection once the queued output has been sent."""
+        if self._loop_thread != _get_ident() and self._loop_thread is not None:
+            self._wrong_thread("close")
         self._closing = True
         # From eof_received() (the default one closes), _on_readable() takes over
         # once the hook returns; asking the selector for writability here
@@ -213,11 +249,20 @@ class MultiplexedRequestHandler:
         """Bytes queued by ``send()`` that the kernel has not taken yet."""
         return len(self._output)
 
+    def _wrong_thread(self, method: str) -> None:
+        """Called by ``send()``/``close()`` from a thread that is not the loop's."""
+        raise RuntimeError(
+            f"{type(self).__name__}.{method}() was called from a thread that is not the "
+            "loop's, which would touch its selector concurrently; hand the call to the "
+            "loop with server.call_soon_threadsafe(callback)"
+        )
+
     # -- driven by the loop -----------------------------------------------
 
     def _attach(self, reactor: Reactor) -> None:
-        """Called by the server when a loop starts serving this connection."""
+        """Called by the server, on the loop's thread, when a loop starts serving us."""
         self._reactor = reactor
+        self._loop_thread = _get_ident()
         self._update_interest()
         self._arm_timer()
 
@@ -226,6 +271,7 @@ class MultiplexedRequestHandler:
         if self._reactor is not None and self._events:
             self._reactor.unwatch(self.request)
         self._reactor = None
+        self._loop_thread = None
         self._events = 0
         if self._timer is not None:
             self._timer.cancel()
@@ -249,6 +295,9 @@ class MultiplexedRequestHandler:
         wanted = self._wanted_events()
         if wanted == self._events:
             return  # the common case: no system call at all
+        if self.request.fileno() < 0:
+            self._closed_behind_our_back(reactor)
+            return
         callback = self._on_readable if wanted == _READ else self._on_ready
         if self._events and wanted:
             reactor.modify(self.request, wanted, callback)
@@ -257,6 +306,20 @@ class MultiplexedRequestHandler:
         else:
             reactor.unwatch(self.request)
         self._events = wanted
+
+    def _closed_behind_our_back(self, reactor: Reactor) -> None:
+        """The socket was closed by a hook (or another handler), not by ``_end()``.
+
+        Unwatch it now: the kernel may give its number to the next accepted
+        connection, and select() fails on a closed descriptor.  End it at
+        the loop's next turn rather than here, in the middle of the hook
+        that noticed (a ``send()`` or ``close()``).
+        """
+        reactor.unwatch(self.request)
+        self._events = 0
+        self._broken = True
+        self._output.clear()
+        reactor.call_later(0.0, self._end)
 
     def _on_ready(self, mask: int) -> None:
         """Reactor callback while writability is watched: flush, then read.
@@ -318,6 +381,10 @@ class MultiplexedRequestHandler:
                 self._in_eof_hook = False
         if self._broken or (self._closing and not self._output):
             self._end()  # the one selector call: unwatch
+        elif self.request.fileno() < 0:
+            # The hook closed the socket itself (self.request.close()): end
+            # the connection now, while no other socket has its number.
+            self._end()
         elif not data:
             # EOF on a connection the hook kept open (half-closed, or output
             # still queued): stop reading.  Only now, after the hook: updating
@@ -457,6 +524,11 @@ class LineRequestHandler(MultiplexedRequestHandler):
             self._eof_deferred = False
             self.eof_received()
 
+    def _end(self) -> None:
+        """Also release the buffered partial line, up to ``max_line`` bytes."""
+        super()._end()
+        self._partial.clear()
+
     def _deliver_lines(self) -> bool:
         """``line_received`` each complete buffered line; False if backpressure stopped it."""
         buffer = self._partial
@@ -489,7 +561,11 @@ class MultiplexingMixIn(_StreamServerBase):
     connection alone is closed), ``service_actions`` runs every iteration,
     ``shutdown()`` wakes the loop at once (open connections stay open,
     unserved, until the next ``serve_forever`` or ``server_close()``), and
-    ``server_close()`` ends every open connection.
+    ``server_close()`` ends every open connection (from another thread
+    than a running loop's, it calls ``shutdown()`` first).
+    ``handle_request()`` serves one connection to its end, on the caller's
+    thread.  ``call_soon_threadsafe(callback)`` hands work from any thread
+    to the loop's.
 
     With ``selector_class = selectors.SelectSelector``, a connection whose
     descriptor number is 1024 or more cannot be watched: it is refused,
@@ -513,23 +589,93 @@ class MultiplexingMixIn(_StreamServerBase):
     selector_class: type[selectors.BaseSelector] = selectors.DefaultSelector
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Create the table of open connections, then the server itself."""
+        """Create the table of open connections, then the server itself.
+
+        Raises ``TypeError`` if ``RequestHandlerClass`` is a class that is
+        not a ``MultiplexedRequestHandler`` (a ``StreamRequestHandler``
+        would block the loop's thread, then fail); any other callable (a
+        ``functools.partial``, a factory) is checked on each connection.
+        """
         # Before super().__init__(): a failed bind calls server_close(),
-        # which reads the table.
+        # which reads the table.  The loop thread owns it while a loop
+        # serves; otherwise whichever one thread calls server_close() or
+        # drain() (server_close() from another thread stops the loop first).
         self._connections: dict[MultiplexedRequestHandler, None] = {}
+        # Callbacks call_soon_threadsafe() keeps for the loop, and whether a
+        # loop will run them: both under _posting_lock, so that a callback is
+        # either taken by a loop (which runs it, at the latest as it ends)
+        # or run by its caller, never lost between the two.
+        self._posted_callbacks: collections.deque[Callable[[], None]] = collections.deque()
+        self._posting_lock = threading.Lock()
+        self._posting_to: Reactor | None = None
         super().__init__(*args, **kwargs)
+        factory = self.RequestHandlerClass
+        if isinstance(factory, type) and not issubclass(factory, MultiplexedRequestHandler):
+            self.server_close()  # the caller never gets the object to close
+            raise TypeError(
+                f"{type(self).__name__} calls its handler back from the loop and needs a "
+                f"MultiplexedRequestHandler (or LineRequestHandler) subclass, not "
+                f"{factory.__name__}; for a blocking handler use ThreadingTCPServer"
+            )
 
     @property
     def connections(self) -> list[MultiplexedRequestHandler]:
-        """The handlers of the connections open now, oldest first."""
+        """The handlers of the connections open now, oldest first (a copy, from any thread)."""
         return list(self._connections)
+
+    def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
+        """Run ``callback()`` on the loop's thread, soon; callable from any thread.
+
+        The way for a worker thread to hand a result back to a connection:
+        ``server.call_soon_threadsafe(lambda: handler.send(reply))``, since
+        ``send()`` and ``close()`` may only be called on the loop's thread.
+        While ``serve_forever()`` serves, the callback runs at the loop's
+        next turn (or, if the loop is stopping, as it ends, still on its
+        thread).  While no loop serves, it runs at once on the calling
+        thread, like any call made while no loop runs.  An exception from
+        it goes to ``handle_error()``.
+        """
+        with self._posting_lock:
+            reactor = self._posting_to
+            if reactor is not None:
+                self._posted_callbacks.append(callback)
+        if reactor is None:
+            self._run_posted_callback(callback)
+        else:
+            reactor.call_soon_threadsafe(self._run_posted)
+
+    def _run_posted(self) -> None:
+        """Run the callbacks posted so far (the loop's thread, once per posting)."""
+        posted = self._posted_callbacks
+        while posted:
+            self._run_posted_callback(posted.popleft())
+
+    def _run_posted_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            self.handle_error(None, None)
+
+    def _take_posted(self, reactor: Reactor | None) -> None:
+        """Direct ``call_soon_threadsafe()`` to ``reactor`` (``None``: to its callers).
+
+        Called on the loop's thread as a loop starts and ends; when it ends,
+        what was posted to it runs here, before anyone can post elsewhere.
+        """
+        with self._posting_lock:
+            self._posting_to = reactor
+        if reactor is None:
+            self._run_posted()
 
     def _attach(self, reactor: Reactor) -> None:
         """Watch the listener and every connection still open from an earlier loop."""
         super()._attach(reactor)
         # Non-blocking, so that a batch of accepts ends with BlockingIOError
-        # instead of waiting for a client that is not there.
+        # instead of waiting for a client that is not there; the caller's
+        # timeout comes back when the loop ends, for handle_request().
+        self._listener_timeout = self.socket.gettimeout()
         self.socket.setblocking(False)
+        self._take_posted(reactor)
         for handler in list(self._connections):
             try:
                 handler._attach(reactor)
@@ -538,10 +684,26 @@ class MultiplexingMixIn(_StreamServerBase):
                 handler._end()
 
     def _serving_ended(self) -> None:
-        """The loop is done with this server: its connections are watched no more."""
-        for handler in self._connections:
+        """The loop is done with this server: its connections are watched no more.
+
+        Called on the loop's thread, which owns the connections until this
+        returns: ``server_close()`` from another thread waits for it.
+        Callbacks posted too late for the loop run here, on that thread.
+        """
+        for handler in list(self._connections):
             handler._detach()
-        super()._serving_ended()
+        # OSError: the listener is already closed; no timeout to restore.
+        with contextlib.suppress(OSError):
+            self.socket.settimeout(self._listener_timeout)
+        try:
+            # After the detach: the reactor is closed by now, and a send()
+            # these callbacks make must queue, not touch its selector.
+            self._take_posted(None)
+        finally:
+            super()._serving_ended()
+
+    # The listener's timeout before the loop made it non-blocking.
+    _listener_timeout: float | None = None
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: accept until the backlog is empty, or ``accept_batch``."""
@@ -565,7 +727,13 @@ class MultiplexingMixIn(_StreamServerBase):
         self.finish_request(request, client_address)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """Called by ``process_request``: build the handler, then let the loop serve it."""
+        """Called by ``process_request``: build the handler, then let the loop serve it.
+
+        With no loop serving (``handle_request()``), a loop of its own
+        serves this connection to its end before this returns, as the
+        synchronous model would; the connections left open by an earlier
+        ``serve_forever()`` wait meanwhile.
+        """
         handler = self.RequestHandlerClass(request, client_address, self)
         if not isinstance(handler, MultiplexedRequestHandler):
             raise TypeError(
@@ -575,6 +743,17 @@ class MultiplexingMixIn(_StreamServerBase):
         self._connections[handler] = None
         if self._reactor is not None:
             handler._attach(self._reactor)
+            return
+        with Reactor(self.selector_class) as reactor:
+            self._take_posted(reactor)
+            try:
+                handler._attach(reactor)
+                while not handler._ended:
+                    for function, argument in reactor.select(None):
+                        function(argument)
+            finally:
+                handler._detach()
+                self._take_posted(None)
 
     def _forget(self, handler: MultiplexedRequestHandler) -> None:
         """Called by a handler as it ends: drop it from the table and the loop."""
@@ -590,24 +769,50 @@ class MultiplexingMixIn(_StreamServerBase):
         if not self._connections:
             return True
         with Reactor(self.selector_class) as reactor:
-            for handler in list(self._connections):
-                handler._attach(reactor)
-            while self._connections and (left := deadline - time.monotonic()) > 0:
-                for function, argument in reactor.select(left):
-                    function(argument)
-            for handler in self._connections:
-                handler._detach()
+            self._take_posted(reactor)
+            try:
+                for handler in list(self._connections):
+                    handler._attach(reactor)
+                while self._connections and (left := deadline - time.monotonic()) > 0:
+                    for function, argument in reactor.select(left):
+                        function(argument)
+            finally:
+                for handler in list(self._connections):
+                    handler._detach()
+                self._take_posted(None)
         return not self._connections
 
     def _cut_requests(self) -> int:
-        """Called by ``drain()`` after the deadline: end every open connection."""
-        cut = len(self._connections)
-        for handler in list(self._connections):
-            handler._end()
+        """Called by ``drain()`` after the deadline, and by ``server_close()``: end them all.
+
+        Every connection is ended even if a ``finish()`` raises
+        ``KeyboardInterrupt`` or ``SystemExit`` (an ``Exception`` goes to
+        ``handle_error``); the first such exception is re-raised at the end.
+        """
+        cut = 0
+        error: BaseException | None = None
+        for handler in list(self._connections):  # _end() removes it from the table
+            cut += 1
+            try:
+                handler._end()
+            except BaseException as exc:  # the others must still be closed
+                error = error or exc
+        if error is not None:
+            raise error
         return cut
 
     def server_close(self) -> None:
-        """Close the listening socket, then end every open connection (``finish()`` runs)."""
+        """Close the listening socket, then end every open connection (``finish()`` runs).
+
+        Called from another thread while ``serve_forever()`` serves this
+        server, it stops that loop first (as ``shutdown()``, which it
+        calls): the connections belong to the loop's thread until then,
+        and its selector is not thread-safe.  Stdlib leaves the loop running
+        on a closed socket.
+        """
+        serving = self._serving_thread
+        if serving is not None and serving != threading.get_ident():
+            self.shutdown()
         super().server_close()
         self._cut_requests()
 

@@ -28,6 +28,11 @@ Invariants:
    can check its own stop flag between the wait and the dispatch (a
    shutdown that arrived during the wait must not start a new request).
 4. ``select()`` never waits past the earliest timer.
+5. ``watch()`` never leaves a file object unwatched: an entry left in the
+   selector's table by an earlier file object with the same descriptor
+   number, closed behind the reactor's back, is replaced, not modified.
+6. A cancelled timer holds no callback, and cancelled timers are never most
+   of a heap of more than a few dozen: nothing it referenced stays alive.
 """
 
 from __future__ import annotations
@@ -76,16 +81,35 @@ class FileLike(Protocol):
 class Timer:
     """A callback due at a ``time.monotonic()`` instant; ``cancel()`` it freely."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("_reactor", "callback", "cancelled", "when")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, when: float, callback: Callable[[], None], reactor: Reactor | None = None
+    ) -> None:
         self.when = when
         self.callback = callback
         self.cancelled = False
+        self._reactor = reactor  # told of the cancel, to compact its heap
 
     def cancel(self) -> None:
-        """The callback will not run (cancelling twice, or after it ran, is harmless)."""
+        """The callback will not run (cancelling twice, or after it ran, is harmless).
+
+        Called on the loop's thread (or once no loop runs).  The callback is
+        dropped at once: a cancelled timer may sit in the heap for a long
+        time, and its callback (a handler's bound method) must not keep the
+        handler, and its buffers, alive meanwhile.
+        """
+        if self.cancelled:
+            return
         self.cancelled = True
+        self.callback = _nothing
+        reactor, self._reactor = self._reactor, None
+        if reactor is not None:
+            reactor._timer_cancelled()
+
+
+def _nothing() -> None:
+    """What a cancelled timer holds instead of its callback."""
 
 
 class Reactor:
@@ -127,8 +151,13 @@ class Reactor:
         # Timers sit in a heap ordered by deadline; the counter breaks ties
         # so that heapq never compares two Timer objects.  Cancelled timers
         # stay in the heap until they reach the top (lazy deletion: O(log n)
-        # cancel would need an index for no gain at a server's timer counts).
+        # cancel would need an index for no gain at a server's timer counts)
+        # or until they are most of it: one long idle timeout at the top
+        # would otherwise pin every later cancelled entry behind it (issue
+        # 10: 2,000 short connections under one idle client kept 64 MiB).
+        # Loop thread only, like the selector.
         self._timers: list[tuple[float, int, Timer]] = []
+        self._cancelled_timers = 0  # entries of _timers that are cancelled
         self._timer_seq = itertools.count()
         # deque.append and popleft are atomic, so other threads post here
         # without taking a lock the loop would contend for.
@@ -155,8 +184,36 @@ class Reactor:
         # multiplexing server's time under a connection storm.
         try:
             self._selector.register(fileobj, events, callback)
-        except KeyError:  # watched already: change what for, and the callback
-            self._selector.modify(fileobj, events, callback)
+        except KeyError:  # its descriptor number is in the selector's table
+            self._rewatch(fileobj, events, callback)
+
+    def _rewatch(self, fileobj: FileLike, events: int, callback: Callback) -> None:
+        """``watch()`` met a descriptor number registered already: modify, or replace.
+
+        Either ``fileobj`` itself is watched (change what for, and the
+        callback), or the entry is stale: an earlier file object with that
+        number was closed behind the loop's back (a handler closing its own
+        socket, a server closed without ``shutdown()``), and the kernel gave
+        the number to ``fileobj``.  Modifying that entry would watch
+        nothing: epoll dropped the old registration when the descriptor
+        closed, so the new socket's client would hang.  Replace it instead.
+        """
+        key = self._selector.get_key(fileobj)
+        if key.fileobj is fileobj:
+            try:
+                self._selector.modify(fileobj, events, callback)
+                return
+            except OSError:
+                # ENOENT/EBADF: the kernel no longer knows this descriptor
+                # (closed and reopened under the same object); the selector
+                # has dropped its entry, so registering again is all it takes.
+                pass
+        else:
+            # The stale entry's own unregister tolerates the kernel's ENOENT
+            # (selectors' epoll does); anything else means it is gone anyway.
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(key.fileobj)
+        self._selector.register(fileobj, events, callback)
 
     def modify(self, fileobj: FileLike, events: int, callback: Callback) -> None:
         """Change the events (or the callback) of a file object watched already."""
@@ -191,9 +248,22 @@ class Reactor:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback()`` on the loop's thread ``delay`` seconds from now."""
-        timer = Timer(time.monotonic() + delay, callback)
+        timer = Timer(time.monotonic() + delay, callback, self)
         heapq.heappush(self._timers, (timer.when, next(self._timer_seq), timer))
         return timer
+
+    def _timer_cancelled(self) -> None:
+        """Called by ``Timer.cancel()``: compact the heap once cancelled entries dominate.
+
+        Rebuilding costs O(n) and happens after at least n/2 cancels since
+        the last one: amortised O(1) per cancel, and the heap never holds
+        more than twice its live timers (plus a small constant).
+        """
+        self._cancelled_timers += 1
+        if self._cancelled_timers > 64 and 2 * self._cancelled_timers > len(self._timers):
+            self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
 
     def call_soon_threadsafe(self, callback: Callable[[], None]) -> None:
         """Run ``callback()`` on the loop's thread at its next iteration (any thread)."""
@@ -227,6 +297,7 @@ class Reactor:
     def _cap_by_next_timer(self, timeout: float | None) -> float | None:
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled_timers -= 1
         if not self._timers:
             return timeout
         until_next = max(0.0, self._timers[0][0] - time.monotonic())
@@ -236,8 +307,12 @@ class Reactor:
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
             _, _, timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                timer.cancelled = True  # a timer runs once
+            if timer.cancelled:
+                self._cancelled_timers -= 1
+            else:
+                # A timer runs once; out of the heap, it has nothing to report.
+                timer.cancelled = True
+                timer._reactor = None
                 ready.append((run_callback, timer.callback))
 
     def wake(self) -> None:
