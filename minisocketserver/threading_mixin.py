@@ -14,8 +14,9 @@ once.  Put it first in the bases so its ``process_request`` wins the MRO::
 
 Resource handling: the worker owns the request from ``start()`` on and shuts
 it down whatever the handler does.  The server remembers the workers it has
-started until each one finishes, and ``server_close()`` waits for the rest
-when ``block_on_close`` is true.
+started until each one finishes, and ``server_close()`` waits for the
+non-daemon ones when ``block_on_close`` is true (daemon workers are not
+waited for, as in stdlib).
 
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
@@ -102,12 +103,20 @@ class _ThreadRegistry:
             self._live.pop(thread, None)
 
     def join(self) -> None:
-        """Wait for every remembered worker to finish."""
+        """Wait for every remembered non-daemon worker to finish.
+
+        Daemon workers are not waited for, as in stdlib: a daemon worker
+        may be held by an idle keep-alive client for as long as the client
+        likes (``http.server.ThreadingHTTPServer`` sets ``daemon_threads``
+        for exactly that reason), and the interpreter does not wait for it
+        at exit either.  They stay remembered, for ``max_threads`` and
+        ``drain()``.
+        """
         while True:
             with self._lock:
-                if not self._live:
-                    return
-                thread = next(iter(self._live))
+                thread = next((t for t in self._live if not t.daemon), None)
+            if thread is None:
+                return
             # Join outside the lock: the worker needs it to forget itself.
             thread.join()
             self.forget(thread)
@@ -125,10 +134,11 @@ class ThreadingMixIn(MixInBase):
     """Handle each request in a new thread.
 
     Class variables:
-        daemon_threads   workers are daemon threads: the interpreter may
-                         exit while they still run (default False).
-        block_on_close   ``server_close()`` waits for running workers
-                         (default True).
+        daemon_threads   workers are daemon threads: the interpreter and
+                         ``server_close()`` do not wait for them
+                         (default False).
+        block_on_close   ``server_close()`` waits for running non-daemon
+                         workers (default True).
         max_threads      bound on concurrent workers (default None: none).
 
     Methods to override:
@@ -137,9 +147,11 @@ class ThreadingMixIn(MixInBase):
     """
 
     #: Start workers as daemon threads, so they do not keep the interpreter
-    #: alive at exit.
+    #: alive at exit, and ``server_close()`` does not wait for them (they are
+    #: still counted by ``max_threads`` and cut by ``drain()``).
     daemon_threads: bool = False
-    #: Make ``server_close()`` wait until every running worker has finished.
+    #: Make ``server_close()`` wait until every running non-daemon worker
+    #: has finished.
     block_on_close: bool = True
     #: At most this many workers at once (``None``: no limit, as stdlib).
     #: At the limit the loop stops accepting until a worker finishes, so
@@ -220,7 +232,7 @@ class ThreadingMixIn(MixInBase):
         return len(remaining)
 
     def server_close(self) -> None:
-        """Close the listening socket, then wait for the workers (``block_on_close``)."""
+        """Close the listening socket, then wait for the non-daemon workers (``block_on_close``)."""
         super().server_close()
         if self.block_on_close:
             self._threads.join()

@@ -26,7 +26,7 @@ backlog instead of in our memory.
 Resource handling: a queued connection belongs to the pool; a worker owns
 it from ``take()`` until ``shutdown_request()``.  ``server_close()`` lets the
 workers finish what is queued, then stops them, and (``block_on_close``)
-waits for them.
+waits for the non-daemon ones.
 """
 
 from __future__ import annotations
@@ -191,10 +191,13 @@ class _Pool:
             self._cond.notify_all()
 
     def join(self) -> None:
-        """Wait until no worker is left, replacements started meanwhile included."""
+        """Wait until no non-daemon worker is left, replacements started meanwhile included.
+
+        Daemon workers are not waited for: see ``ThreadPoolMixIn.server_close``.
+        """
         while True:
             with self._cond:
-                workers = list(self._workers)
+                workers = [worker for worker in self._workers if not worker.daemon]
             if not workers:
                 return
             # Outside the lock: a worker needs it to retire.
@@ -218,8 +221,9 @@ class ThreadPoolMixIn(MixInBase):
                          workers are started for them.
         queue_size       accepted connections waiting for a worker, at most;
                          at that mark the loop stops accepting.
-        daemon_threads   workers are daemon threads.
-        block_on_close   ``server_close()`` waits for the workers.
+        daemon_threads   workers are daemon threads, not waited for by
+                         ``server_close()``.
+        block_on_close   ``server_close()`` waits for the non-daemon workers.
 
     Methods to override: process_request_thread (same as ThreadingMixIn).
     """
@@ -246,9 +250,11 @@ class ThreadPoolMixIn(MixInBase):
     spawn_delay: float = 0.002
     #: Accepted connections that may wait for a free worker.
     queue_size: int = 128
-    #: Start workers as daemon threads.
+    #: Start workers as daemon threads: neither the interpreter at exit nor
+    #: ``server_close()`` waits for them (see ``server_close``).
     daemon_threads: bool = False
-    #: Make ``server_close()`` wait for the workers to finish the queue.
+    #: Make ``server_close()`` wait for the non-daemon workers to finish the
+    #: queue.
     block_on_close: bool = True
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -382,7 +388,15 @@ class ThreadPoolMixIn(MixInBase):
         return len(remaining)
 
     def server_close(self) -> None:
-        """Close the listener; workers finish the queue and stop (awaited if ``block_on_close``)."""
+        """Close the listener; workers finish the queue and stop.
+
+        With ``block_on_close``, waits for the non-daemon workers.  Daemon
+        workers (``daemon_threads``) are not waited for, as stdlib's
+        ``ThreadingMixIn`` waits for no daemon thread: whoever asks for
+        daemon workers (``http.server`` does, for keep-alive clients) asks
+        for a close that an idle client cannot hold up.  They still finish
+        the queue and leave, unless the interpreter exits first.
+        """
         super().server_close()
         pool = self._pool()
         pool.close()
