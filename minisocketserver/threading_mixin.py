@@ -16,13 +16,17 @@ Resource handling: the worker owns the request from ``start()`` on and shuts
 it down whatever the handler does.  The server remembers the workers it has
 started until each one finishes, and ``server_close()`` waits for the
 non-daemon ones when ``block_on_close`` is true (daemon workers are not
-waited for, as in stdlib).
+waited for, as in stdlib).  A thread that fails to start leaves no trace,
+and the loop shuts its request down.
 
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
 arrives, so after a burst an idle server holds every finished ``Thread``
 object until traffic resumes.  And ``max_threads`` (off by default) bounds
 the workers: stdlib starts a thread for every connection it is offered.
+Stdlib keeps a thread that failed to start in its list, so its
+``server_close()`` then raises ``RuntimeError('cannot join thread before it
+is started')``.
 """
 
 from __future__ import annotations
@@ -171,7 +175,14 @@ class ThreadingMixIn(MixInBase):
         run_to_completion(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by the loop for each verified request: start a worker."""
+        """Called by the loop for each verified request: start a worker.
+
+        Error handling: if the thread cannot start (``RuntimeError: can't
+        start new thread``: out of threads or memory), the exception goes
+        back to the loop, which reports it and shuts the request down; the
+        worker leaves no trace (no slot against ``max_threads``, nothing
+        for ``server_close()`` or ``drain()`` to wait on).
+        """
         if "_threads" not in vars(self):
             self._threads = _ThreadRegistry()
         worker = threading.Thread(
@@ -180,7 +191,12 @@ class ThreadingMixIn(MixInBase):
         # Registered before start(): a worker that finished at once would
         # otherwise forget itself before it was remembered, and stay forever.
         self._threads.append(worker, request)
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            # The thread never ran: nothing may count it or wait for it.
+            self._threads.forget(worker)
+            raise
         if self._at_thread_limit():
             self._pause_accepting("max_threads")
 

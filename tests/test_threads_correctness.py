@@ -2,18 +2,26 @@
 
 * daemon workers are not joined by ``server_close()``, as in stdlib (an idle
   keep-alive client must not hold the close up), for ``ThreadingMixIn`` and
-  for the pool.
+  for the pool;
+* a worker thread that cannot start leaves no trace, and its request is
+  shut down exactly once, by whoever owns it;
+
+Thread start failures are simulated by patching ``threading.Thread.start``
+for calls made on the loop's thread (the only one that starts workers, but
+for a pool worker replacing itself), so that the test's own threads start.
 """
 
 from __future__ import annotations
 
+import collections
 import socketserver as stdlib
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, recv_exactly
+from support import WAIT, Resources, connect, recv_exactly, recv_until_eof
 
 import minisocketserver as ours
 
@@ -119,3 +127,96 @@ def test_pool_server_close_does_not_wait_for_daemon_workers_held_by_idle_clients
         closer.join(WAIT)
         assert not closer.is_alive(), "server_close() waits for the idle client's worker"
     closer.join(WAIT)
+
+
+# -- item 2: a thread that cannot start --------------------------------------
+
+
+class StartFailures:
+    """``Thread.start()`` on the loop's thread fails the next ``fail`` times."""
+
+    def __init__(self) -> None:
+        self.fail = 0  # set by the test, on its thread, while the loop waits
+        self.failed = 0
+        self.happened = threading.Event()
+
+
+@pytest.fixture
+def failing_starts(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartFailures]:
+    failures = StartFailures()
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if threading.current_thread().name == LOOP_NAME and failures.fail > 0:
+            failures.fail -= 1
+            failures.failed += 1
+            failures.happened.set()
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    yield failures
+
+
+def recording(server_class: type, held: Held) -> Any:
+    """A subclass of ``server_class`` that records errors and each request's shutdowns."""
+
+    class Recording(server_class):  # type: ignore[misc,valid-type]
+        errors: list[BaseException | None]
+        shut: collections.Counter[int]  # id(request) -> shutdown_request() calls
+        requests: list[Any]  # kept alive, so that no id() is reused
+        handed_over: threading.Semaphore
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            self.errors.append(sys.exc_info()[1])
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request(request, client_address)
+            finally:
+                self.handed_over.release()
+
+        def shutdown_request(self, request: Any) -> None:
+            if id(request) not in self.shut:
+                self.requests.append(request)
+            self.shut[id(request)] += 1
+            super().shutdown_request(request)
+
+    Recording.errors = []
+    Recording.shut = collections.Counter()
+    Recording.requests = []
+    Recording.handed_over = threading.Semaphore(0)
+    return Recording
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_that_cannot_start_leaves_no_trace(
+    failing_starts: StartFailures, no_leaks: Resources
+) -> None:
+    held = Held()
+
+    class Limited(ours.ThreadingTCPServer):
+        max_threads = 2
+
+    server = recording(Limited, held)(("127.0.0.1", 0), echo_handler(held))
+    loop = start_loop(server)
+    try:
+        failing_starts.fail = 3  # more than max_threads: leaked slots would stop accepting
+        for _ in range(3):
+            with connect(server.server_address) as client:
+                assert recv_until_eof(client) == b""  # shut down by the loop, once
+            assert server.handed_over.acquire(timeout=WAIT)
+            assert len(server._threads) == 0
+        assert failing_starts.failed == 3
+        assert [type(e) for e in server.errors] == [RuntimeError] * 3
+        assert sorted(server.shut.values()) == [1, 1, 1] and held.ran == []
+        for i in range(3):  # accepting goes on, past max_threads
+            with connect(server.server_address) as client:
+                client.sendall(b"%d\n" % i)
+                assert recv_until_eof(client) == b"<%d>\n" % i
+        # Neither joins a thread that never started (RuntimeError before).
+        assert server.drain(WAIT) == 0
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
