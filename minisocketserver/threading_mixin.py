@@ -13,11 +13,13 @@ once.  Put it first in the bases so its ``process_request`` wins the MRO::
                                         -> handler -> shutdown_request -> (thread ends)
 
 Resource handling: the worker owns the request from ``start()`` on and shuts
-it down whatever the handler does.  The server remembers the workers it has
-started until each one finishes, and ``server_close()`` waits for the
-non-daemon ones when ``block_on_close`` is true (daemon workers are not
-waited for, as in stdlib).  A thread that fails to start leaves no trace,
-and the loop shuts its request down.
+it down whatever the handler does; the hand-off is one step a
+``KeyboardInterrupt`` on the loop's thread cannot split (see
+``server.HandOff``).  The server remembers the workers it has started until
+each one finishes, and ``server_close()`` waits for the non-daemon ones when
+``block_on_close`` is true (daemon workers are not waited for, as in stdlib).
+A thread that fails to start leaves no trace, and the loop shuts its request
+down.
 
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
@@ -26,7 +28,8 @@ object until traffic resumes.  And ``max_threads`` (off by default) bounds
 the workers: stdlib starts a thread for every connection it is offered.
 Stdlib keeps a thread that failed to start in its list, so its
 ``server_close()`` then raises ``RuntimeError('cannot join thread before it
-is started')``.
+is started')``; and a ``KeyboardInterrupt`` just after the hand-off makes
+it shut the request down under the worker.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .reactor import Reactor
-from .server import BaseServer, MixInBase
+from .server import BaseServer, HandOff, MixInBase
 from .sockets import TCPServer, UDPServer
 
 #: Seconds ``drain()`` waits for workers to end once their connections are
@@ -185,8 +188,10 @@ class ThreadingMixIn(MixInBase):
         """
         if "_threads" not in vars(self):
             self._threads = _ThreadRegistry()
+        handoff = self._handoff_for(request)
         worker = threading.Thread(
-            target=self._run_worker, args=(request, client_address), daemon=self.daemon_threads
+            target=self._run_worker, args=(request, client_address, handoff),
+            daemon=self.daemon_threads,
         )
         # Registered before start(): a worker that finished at once would
         # otherwise forget itself before it was remembered, and stay forever.
@@ -194,9 +199,16 @@ class ThreadingMixIn(MixInBase):
         try:
             worker.start()
         except BaseException:
-            # The thread never ran: nothing may count it or wait for it.
-            self._threads.forget(worker)
+            # Usually the thread never ran.  But an interrupt inside start()
+            # can land once it runs: then whoever claims the request first
+            # keeps it, and a worker that got it stays registered.
+            if handoff is None or handoff.take_back():
+                self._threads.forget(worker)
             raise
+        if handoff is not None:
+            # On the worker's behalf, so that an interrupt from here on
+            # leaves the request to it, however late the worker runs.
+            handoff.take()
         if self._at_thread_limit():
             self._pause_accepting("max_threads")
 
@@ -214,12 +226,15 @@ class ThreadingMixIn(MixInBase):
         if not self._at_thread_limit():
             self._resume_accepting("max_threads")
 
-    def _run_worker(self, request: Any, client_address: Any) -> None:
+    def _run_worker(self, request: Any, client_address: Any, handoff: HandOff | None) -> None:
         # Kept apart from process_request_thread so that a subclass which
         # overrides that hook (without calling super) still cannot make the
         # registry grow.
         try:
-            self.process_request_thread(request, client_address)
+            # A worker that lost the claim (the loop was interrupted before
+            # the hand-off was done, and shut the request down) leaves it.
+            if handoff is None or handoff.take():
+                self.process_request_thread(request, client_address)
         finally:
             self._threads.forget(threading.current_thread())
             reactor = self._reactor

@@ -23,8 +23,10 @@ Backpressure: when ``queue_size`` connections wait, the loop stops
 accepting until a worker takes one, so a flood waits in the kernel's listen
 backlog instead of in our memory.
 
-Resource handling: a queued connection belongs to the pool; a worker owns
-it from ``take()`` until ``shutdown_request()``.  ``server_close()`` lets the
+Resource handling: a queued connection belongs to the pool (from the moment
+it is queued: a ``KeyboardInterrupt`` on the loop's thread then leaves it
+there, see ``server.HandOff``); a worker owns it from ``take()`` until
+``shutdown_request()``.  ``server_close()`` lets the
 workers finish what is queued, then stops them, and (``block_on_close``)
 waits for the non-daemon ones.
 """
@@ -38,7 +40,7 @@ import time
 from typing import Any
 
 from .reactor import Reactor, Timer
-from .server import MixInBase
+from .server import HandOff, MixInBase
 from .sockets import TCPServer
 from .threading_mixin import DRAIN_GRACE, cut_connections, run_to_completion
 
@@ -61,18 +63,21 @@ class _Pool:
         # condition, notify_all() woke every idle worker on every request
         # only for each to find no work (connection rate 0.87x stdlib's).
         self._emptied = threading.Condition(lock)
-        # (request, client_address, time.monotonic() when queued)
-        self._queue: collections.deque[tuple[Any, Any, float]] = collections.deque()
+        # (request, client_address, time.monotonic() when queued, the loop's
+        # hand-off of the request or None)
+        self._queue: collections.deque[tuple[Any, Any, float, HandOff | None]] = (
+            collections.deque()
+        )
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._in_flight: dict[int, Any] = {}  # id(request) -> request, queued or running
         self._last_done = 0.0  # time.monotonic() when a worker last finished a request
         self._closed = False
 
-    def submit(self, request: Any, client_address: Any) -> bool:
+    def submit(self, request: Any, client_address: Any, handoff: HandOff | None) -> bool:
         """Queue a request (loop thread); True if no idle worker is there to take it."""
         with self._cond:
-            self._queue.append((request, client_address, time.monotonic()))
+            self._queue.append((request, client_address, time.monotonic(), handoff))
             self._in_flight[id(request)] = request
             self._cond.notify()
             # The idle workers take the queue's head, one request each.
@@ -94,7 +99,7 @@ class _Pool:
         with self._cond:
             room = self.max_workers - len(self._workers)
             # Requests beyond what the idle workers take, oldest first.
-            unserved = [queued_at for _, _, queued_at in self._queue][self._idle :]
+            unserved = [queued_at for _, _, queued_at, _ in self._queue][self._idle :]
             last_done = self._last_done
         if not unserved or room <= 0:
             return 0, None
@@ -133,13 +138,16 @@ class _Pool:
                 bool(self._queue) and self._idle == 0 and len(self._workers) < self.max_workers
             )
 
-    def take(self, worker: threading.Thread) -> tuple[tuple[Any, Any] | None, bool]:
+    def take(
+        self, worker: threading.Thread
+    ) -> tuple[tuple[Any, Any, HandOff | None] | None, bool]:
         """Block until a request is queued (worker thread).
 
-        Returns ``(item, was_full)``: ``item`` is ``None`` once the pool is
-        closed and empty, or at once for a worker beyond ``core_workers``
-        that finds nothing queued; ``was_full`` tells the worker the loop
-        may have paused accepting and should re-check now that there is room.
+        Returns ``(item, was_full)``: ``item`` is ``(request,
+        client_address, handoff)``, or ``None`` once the pool is closed and
+        empty, or at once for a worker beyond ``core_workers`` that finds
+        nothing queued; ``was_full`` tells the worker the loop may have
+        paused accepting and should re-check now that there is room.
         """
         with self._cond:
             while not self._queue and not self._closed:
@@ -155,8 +163,8 @@ class _Pool:
             if not self._queue:
                 return None, False
             was_full = len(self._queue) >= self.queue_size
-            request, client_address, _ = self._queue.popleft()
-            return (request, client_address), was_full
+            request, client_address, _, handoff = self._queue.popleft()
+            return (request, client_address, handoff), was_full
 
     def done(self, request: Any) -> None:
         """A worker finished with ``request``."""
@@ -275,8 +283,13 @@ class ThreadPoolMixIn(MixInBase):
     def process_request(self, request: Any, client_address: Any) -> None:
         """Called by the loop for each verified request: queue it for a worker."""
         pool = self._pool()
-        if pool.submit(request, client_address):
+        handoff = self._handoff_for(request)
+        if pool.submit(request, client_address, handoff):
             self._need_workers(pool)
+        if handoff is not None:
+            # Queued, so the pool's from here on: an interrupt now must not
+            # make the loop shut it down under the worker that takes it.
+            handoff.take()
         if pool.full():
             self._pause_accepting("queue full")
 
@@ -339,9 +352,12 @@ class ThreadPoolMixIn(MixInBase):
                 reactor = self._reactor
                 if was_full and reactor is not None:
                     reactor.call_soon_threadsafe(self._queue_has_room)
-                request, client_address = item
+                request, client_address, handoff = item
                 try:
-                    self.process_request_thread(request, client_address)
+                    # Lost only if the loop was interrupted between queueing
+                    # the request and claiming it: it shut the request down.
+                    if handoff is None or handoff.take():
+                        self.process_request_thread(request, client_address)
                 finally:
                     pool.done(request)
         finally:

@@ -5,6 +5,8 @@
   for the pool;
 * a worker thread that cannot start leaves no trace, and its request is
   shut down exactly once, by whoever owns it;
+* an interrupt inside ``Thread.start()`` leaves the request to exactly one
+  owner, the worker or the loop's error path.
 
 Thread start failures are simulated by patching ``threading.Thread.start``
 for calls made on the loop's thread (the only one that starts workers, but
@@ -220,3 +222,50 @@ def test_a_thread_that_cannot_start_leaves_no_trace(
         server.shutdown()
         loop.join(WAIT)
         server.server_close()
+
+
+# -- item 4: an interrupt inside Thread.start() -----------------------------
+
+
+@pytest.mark.timeout(30)
+def test_an_interrupt_inside_thread_start_leaves_the_request_to_one_owner(
+    monkeypatch: pytest.MonkeyPatch, no_leaks: Resources
+) -> None:
+    """SIGINT lands inside ``start()``, once the worker runs: the worker or the loop owns it.
+
+    Whichever claims it first; which one is a race, but never both (the
+    request shut down twice, a handler run on a closed socket) and never
+    neither (a leak: ``no_leaks`` checks).
+    """
+    real_start = threading.Thread.start
+
+    def interrupted_start(thread: threading.Thread) -> None:
+        real_start(thread)
+        if threading.current_thread().name == LOOP_NAME:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", interrupted_start)
+    held = Held()
+    server = recording(ours.ThreadingTCPServer, held)(("127.0.0.1", 0), echo_handler(held))
+    raised: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+
+    loop = threading.Thread(target=serve, name=LOOP_NAME)
+    loop.start()
+    try:
+        with connect(server.server_address) as client:
+            loop.join(WAIT)
+            assert raised, "the interrupt did not leave the loop"
+            client.sendall(b"hello\n")
+            answer = recv_until_eof(client)
+        assert answer in (b"<hello>\n", b"")
+        assert len(held.ran) == (1 if answer else 0)
+    finally:
+        server.server_close()  # waits for the worker, if it won
+    assert list(server.shut.values()) == [1]
+    assert server.errors == []
