@@ -26,9 +26,11 @@ backlog instead of in our memory.
 Resource handling: a queued connection belongs to the pool (from the moment
 it is queued: a ``KeyboardInterrupt`` on the loop's thread then leaves it
 there, see ``server.HandOff``); a worker owns it from ``take()`` until
-``shutdown_request()``.  ``server_close()`` lets the
-workers finish what is queued, then stops them, and (``block_on_close``)
-waits for the non-daemon ones.
+``shutdown_request()``.  ``server_close()`` lets the workers finish what is
+queued, then stops them, and (``block_on_close``) waits for the non-daemon
+ones.  When a worker cannot start (``can't start new thread``), what is
+queued waits for the workers there are; with none, it is shut down rather
+than left to wait forever.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import time
 from typing import Any
 
 from .reactor import Reactor, Timer
-from .server import HandOff, MixInBase
+from .server import HandOff, MixInBase, logger
 from .sockets import TCPServer
 from .threading_mixin import DRAIN_GRACE, cut_connections, run_to_completion
 
@@ -174,6 +176,24 @@ class _Pool:
             if not self._in_flight:
                 self._emptied.notify_all()
 
+    def withdraw(self, stranded_only: bool) -> list[tuple[Any, HandOff | None]]:
+        """Take every queued request back out of the queue; no worker will run them.
+
+        The caller owns what is returned, and shuts it down.  With
+        ``stranded_only``, only if no worker is left to take them (every
+        start failed): a queue nobody takes would wait forever.
+        """
+        with self._cond:
+            if stranded_only and self._workers:
+                return []
+            withdrawn = [(request, handoff) for request, _, _, handoff in self._queue]
+            self._queue.clear()
+            for request, _ in withdrawn:
+                self._in_flight.pop(id(request), None)
+            if not self._in_flight:
+                self._emptied.notify_all()
+            return withdrawn
+
     def full(self) -> bool:
         with self._cond:
             return len(self._queue) >= self.queue_size
@@ -281,11 +301,28 @@ class ThreadPoolMixIn(MixInBase):
     _growth_timer: Timer | None = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by the loop for each verified request: queue it for a worker."""
+        """Called by the loop for each verified request: queue it for a worker.
+
+        Error handling: if a worker is needed and none can start
+        (``RuntimeError: can't start new thread``), the request waits in
+        the queue for the workers there are, and the failure is logged;
+        with no worker at all nothing would ever take it, so it leaves the
+        queue and the exception goes back to the loop, which reports it
+        and shuts the request down.  Never both: a request that stays
+        queued is the pool's.
+        """
         pool = self._pool()
         handoff = self._handoff_for(request)
         if pool.submit(request, client_address, handoff):
-            self._need_workers(pool)
+            try:
+                self._need_workers(pool)
+            except Exception as exc:
+                withdrawn = pool.withdraw(stranded_only=True)
+                if all(item[0] is not request for item in withdrawn):
+                    self._could_not_start(pool, exc)  # it waits for the workers there are
+                else:
+                    self._shut_down_queued([item for item in withdrawn if item[0] is not request])
+                    raise  # left unclaimed below: the loop's error path shuts it down
         if handoff is not None:
             # Queued, so the pool's from here on: an interrupt now must not
             # make the loop shut it down under the worker that takes it.
@@ -303,13 +340,25 @@ class ThreadPoolMixIn(MixInBase):
         elif pool.below_core():
             self._start_worker(pool)
         elif self._growth_timer is None:
-            self._growth_timer = reactor.call_later(self.spawn_delay, self._grow)
+            self._growth_timer = reactor.call_later(self.spawn_delay, self._on_growth_timer)
+
+    def _on_growth_timer(self) -> None:
+        """The loop's timer for ``_grow()``.
+
+        A worker that cannot start is logged, not raised out of
+        ``serve_forever()``; the requests wait for the workers there are.
+        """
+        try:
+            self._grow()
+        except Exception as exc:
+            self._could_not_start(self._pool(), exc)
 
     def _grow(self, delay: float | None = None) -> None:
         """Start a worker for each request that waited ``spawn_delay`` (loop thread).
 
         Called by the loop's timer; with ``delay=0`` by ``_need_workers``
         when there is no loop, and by ``_serving_ended`` when the loop goes.
+        Raises what ``_start_worker`` raises, and then starts no more.
         """
         self._growth_timer = None
         pool = self._pool()
@@ -318,9 +367,12 @@ class ThreadPoolMixIn(MixInBase):
             self._start_worker(pool)
         reactor = self._reactor
         if next_due is not None and reactor is not None:
-            self._growth_timer = reactor.call_later(next_due - time.monotonic(), self._grow)
+            self._growth_timer = reactor.call_later(
+                next_due - time.monotonic(), self._on_growth_timer
+            )
 
     def _start_worker(self, pool: _Pool) -> None:
+        """Start one pool worker; raises ``RuntimeError`` if the thread cannot start."""
         worker = threading.Thread(
             target=self._work, args=(pool,), daemon=self.daemon_threads,
             name=f"pool worker {len(pool) + 1}",
@@ -333,6 +385,30 @@ class ThreadPoolMixIn(MixInBase):
             # memory.  A worker that never ran must not be waited for.
             pool.retire(worker)
             raise
+
+    def _could_not_start(self, pool: _Pool, exc: Exception) -> None:
+        """No worker could start for the queue: log it; with no worker left, empty the queue.
+
+        Called where nobody else would report the failure: the growth
+        timer, the loop's end, a worker replacing itself.  Queued requests
+        wait for the workers there are; with none left they would wait
+        forever, so they are shut down (their clients see EOF).
+        """
+        logger.warning(
+            "%s: cannot start a pool worker: %s; %d worker(s) serve the queue",
+            type(self).__name__, exc, len(pool),
+        )
+        self._shut_down_queued(pool.withdraw(stranded_only=True))
+
+    def _shut_down_queued(self, withdrawn: list[tuple[Any, HandOff | None]]) -> None:
+        """Shut down requests taken back out of the queue, never to run.
+
+        One whose hand-off the loop's error path took back (an interrupt
+        came between queueing it and claiming it) was shut down there.
+        """
+        for request, handoff in withdrawn:
+            if handoff is None or handoff.take():
+                self.shutdown_request(request)
 
     def _work(self, pool: _Pool) -> None:
         """A worker thread's life: take requests until the pool closes, or none is left.
@@ -362,7 +438,10 @@ class ThreadPoolMixIn(MixInBase):
                     pool.done(request)
         finally:
             if pool.retire(threading.current_thread()):
-                self._start_worker(pool)
+                try:
+                    self._start_worker(pool)
+                except Exception as exc:
+                    self._could_not_start(pool, exc)
 
     def _queue_has_room(self) -> None:
         """Posted to the loop's thread when a worker took from a full queue."""
@@ -388,8 +467,10 @@ class ThreadPoolMixIn(MixInBase):
             self._growth_timer = None
         try:
             self._grow(delay=0.0)
+        except Exception as exc:
+            self._could_not_start(self._pool(), exc)
         finally:
-            super()._serving_ended()  # even if no thread could start: shutdown() must return
+            super()._serving_ended()  # whatever happened above: shutdown() must return
 
     def _wait_for_requests(self, deadline: float) -> bool:
         """Called by ``drain()``: wait until nothing is queued or running."""

@@ -16,6 +16,7 @@ for a pool worker replacing itself), so that the test's own threads start.
 from __future__ import annotations
 
 import collections
+import logging
 import socketserver as stdlib
 import sys
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, recv_exactly, recv_until_eof
+from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, recv_until_eof
 
 import minisocketserver as ours
 
@@ -222,6 +223,101 @@ def test_a_thread_that_cannot_start_leaves_no_trace(
         server.shutdown()
         loop.join(WAIT)
         server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_a_pool_with_no_worker_that_cannot_start_one_returns_the_request_to_the_loop(
+    failing_starts: StartFailures, no_leaks: Resources
+) -> None:
+    """No worker at all: the request leaves the queue, the loop reports and shuts it down.
+
+    Before the fix it was shut down by the loop but stayed queued, and the
+    next worker ran it again, on a closed descriptor.
+    """
+    held = Held()
+    server = recording(ours.ThreadPoolTCPServer, held)(("127.0.0.1", 0), echo_handler(held))
+    loop = start_loop(server)
+    try:
+        failing_starts.fail = 1
+        with connect(server.server_address) as client:
+            assert recv_until_eof(client) == b""
+        assert server.handed_over.acquire(timeout=WAIT)
+        assert [type(e) for e in server.errors] == [RuntimeError]
+        assert server._pool().in_flight() == []
+        with connect(server.server_address) as client:  # its worker starts
+            client.sendall(b"next\n")
+            assert recv_until_eof(client) == b"<next>\n"
+        assert len(held.ran) == 1  # the failed request never ran
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+    assert sorted(server.shut.values()) == [1, 1]
+    assert len(server.errors) == 1
+
+
+@pytest.mark.parametrize("path", ["process_request", "growth timer"])
+@pytest.mark.timeout(30)
+def test_a_request_queued_when_no_more_workers_can_start_waits_for_a_running_one(
+    path: str,
+    failing_starts: StartFailures,
+    caplog: pytest.LogCaptureFixture,
+    no_leaks: Resources,
+) -> None:
+    """A worker runs but another cannot start: the request stays queued, the failure is logged.
+
+    It is the pool's, so the loop neither reports it through
+    ``handle_error`` nor shuts it down (before the fix it did both, from
+    ``process_request``, and the running worker later ran it on a closed
+    descriptor; from the growth timer, the RuntimeError left
+    ``serve_forever()``).
+    """
+    held = Held()
+
+    class Pool(ours.ThreadPoolTCPServer):
+        # "process_request": the second request is below core_workers and its
+        # worker is started at once; "growth timer": the pool is stuck after
+        # spawn_delay.
+        core_workers = 2 if path == "process_request" else 1
+        spawn_delay = 0.001
+
+    class Both(ours.StreamRequestHandler):
+        def handle(self) -> None:
+            held.ran.append(self.request)
+            line = self.rfile.readline()
+            if line == b"hold\n":
+                held.entered.release()
+                assert held.release.wait(WAIT)
+            self.wfile.write(b"<" + line.strip() + b">\n")
+
+    server = recording(Pool, held)(("127.0.0.1", 0), Both)
+    loop = start_loop(server)
+    try:
+        with connect(server.server_address) as holder:
+            holder.sendall(b"hold\n")
+            assert held.entered.acquire(timeout=WAIT)
+            assert server.handed_over.acquire(timeout=WAIT)
+            failing_starts.fail = 1
+            with (
+                caplog.at_level(logging.WARNING, logger="minisocketserver"),
+                connect(server.server_address) as waiting,
+            ):
+                waiting.sendall(b"waits\n")
+                assert server.handed_over.acquire(timeout=WAIT)
+                assert failing_starts.happened.wait(WAIT)
+                held.release.set()
+                assert recv_until_eof(holder) == b"<hold>\n"
+                assert recv_until_eof(waiting) == b"<waits>\n"
+            loop_has_turned(server)  # the loop survived the failure
+            assert failing_starts.failed == 1
+            assert server.errors == []
+            assert any("cannot start a pool worker" in r.getMessage() for r in caplog.records)
+    finally:
+        held.release.set()
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+    assert sorted(server.shut.values()) == [1, 1]
 
 
 # -- item 4: an interrupt inside Thread.start() -----------------------------
