@@ -28,9 +28,10 @@ it is queued: a ``KeyboardInterrupt`` on the loop's thread then leaves it
 there, see ``server.HandOff``); a worker owns it from ``take()`` until
 ``shutdown_request()``.  ``server_close()`` lets the workers finish what is
 queued, then stops them, and (``block_on_close``) waits for the non-daemon
-ones.  When a worker cannot start (``can't start new thread``), what is
-queued waits for the workers there are; with none, it is shut down rather
-than left to wait forever.
+ones.  ``drain()`` cuts what is queued for good: it leaves the queue and is
+shut down, never run.  When a worker cannot start (``can't start new
+thread``), what is queued waits for the workers there are; with none, it
+is shut down rather than left to wait forever.
 """
 
 from __future__ import annotations
@@ -477,12 +478,20 @@ class ThreadPoolMixIn(MixInBase):
         return self._pool().wait_empty(deadline)
 
     def _cut_requests(self) -> int:
-        """Called by ``drain()``: shut down every queued or running connection."""
+        """Called by ``drain()``: end every queued or running connection.
+
+        A cut request never runs: queued ones leave the queue and are shut
+        down here (a worker freed by a cut would otherwise run them on a
+        connection the drain has given up on), running ones are shut down
+        under their workers (see ``cut_connections``).
+        """
         pool = self._pool()
-        remaining = pool.in_flight()
-        cut_connections(remaining)
+        queued = pool.withdraw(stranded_only=False)  # first: no worker may take one now
+        running = pool.in_flight()
+        self._shut_down_queued(queued)
+        cut_connections(running)
         pool.wait_empty(time.monotonic() + DRAIN_GRACE)
-        return len(remaining)
+        return len(queued) + len(running)
 
     def server_close(self) -> None:
         """Close the listener; workers finish the queue and stop.

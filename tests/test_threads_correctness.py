@@ -5,6 +5,7 @@
   for the pool;
 * a worker thread that cannot start leaves no trace, and its request is
   shut down exactly once, by whoever owns it;
+* ``drain()`` cuts queued requests of the pool for good: they never run;
 * an interrupt inside ``Thread.start()`` leaves the request to exactly one
   owner, the worker or the loop's error path.
 
@@ -318,6 +319,42 @@ def test_a_request_queued_when_no_more_workers_can_start_waits_for_a_running_one
         loop.join(WAIT)
         server.server_close()
     assert sorted(server.shut.values()) == [1, 1]
+
+
+# -- item 3 (8b): drain() cuts queued requests of the pool for good --------
+
+
+@pytest.mark.timeout(30)
+def test_pool_drain_cuts_queued_requests_and_they_never_run(no_leaks: Resources) -> None:
+    held = Held()
+
+    class One(ours.ThreadPoolTCPServer):
+        max_workers = 1
+        core_workers = 1
+
+    server = recording(One, held)(("127.0.0.1", 0), gate_handler(held))
+    loop = start_loop(server)
+    running = connect(server.server_address)
+    queued = []
+    try:
+        assert recv_exactly(running, 8) == b"started\n"
+        assert server.handed_over.acquire(timeout=WAIT)
+        for _ in range(2):
+            queued.append(connect(server.server_address))
+            assert server.handed_over.acquire(timeout=WAIT)
+        assert server.drain(0.05) == 3  # one running, two queued
+        assert server._pool().in_flight() == []
+        server.server_close()
+        assert len(held.ran) == 1  # only the running one ever ran
+        for client in (running, *queued):
+            assert recv_until_eof(client) == b""
+    finally:
+        for client in (running, *queued):
+            client.close()
+        server.shutdown()  # already done by drain(): returns at once
+        loop.join(WAIT)
+        server.server_close()
+    assert sorted(server.shut.values()) == [1, 1, 1]
 
 
 # -- item 4: an interrupt inside Thread.start() -----------------------------
