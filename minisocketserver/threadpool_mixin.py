@@ -66,6 +66,12 @@ class _Pool:
         # condition, notify_all() woke every idle worker on every request
         # only for each to find no work (connection rate 0.87x stdlib's).
         self._emptied = threading.Condition(lock)
+        # join() waits here while a worker is between add_worker() and the
+        # return of its start(): Thread.join() raises on a thread whose
+        # start() has not yet got going, and a worker replacing itself can
+        # start one while server_close() joins.
+        self._start_returned = threading.Condition(lock)
+        self._starting: set[threading.Thread] = set()
         # (request, client_address, time.monotonic() when queued, the loop's
         # hand-off of the request or None)
         self._queue: collections.deque[tuple[Any, Any, float, HandOff | None]] = (
@@ -121,8 +127,16 @@ class _Pool:
             return len(self._workers) < self.core_workers
 
     def add_worker(self, worker: threading.Thread) -> None:
+        """Count a worker about to start; ``started()`` must follow, whatever ``start()`` did."""
         with self._cond:
             self._workers.append(worker)
+            self._starting.add(worker)
+
+    def started(self, worker: threading.Thread) -> None:
+        """The worker's ``start()`` returned or raised: ``join()`` may look at it now."""
+        with self._cond:
+            self._starting.discard(worker)
+            self._start_returned.notify_all()
 
     def retire(self, worker: threading.Thread) -> bool:
         """A worker is exiting; True if queued work is left with no worker idle.
@@ -226,6 +240,8 @@ class _Pool:
         """
         while True:
             with self._cond:
+                while self._starting:
+                    self._start_returned.wait()
                 workers = [worker for worker in self._workers if not worker.daemon]
             if not workers:
                 return
@@ -386,6 +402,8 @@ class ThreadPoolMixIn(MixInBase):
             # memory.  A worker that never ran must not be waited for.
             pool.retire(worker)
             raise
+        finally:
+            pool.started(worker)
 
     def _could_not_start(self, pool: _Pool, exc: Exception) -> None:
         """No worker could start for the queue: log it; with no worker left, empty the queue.

@@ -28,6 +28,7 @@ import pytest
 from support import WAIT, Resources, connect, loop_has_turned, recv_exactly, recv_until_eof
 
 import minisocketserver as ours
+from minisocketserver.threadpool_mixin import _Pool
 
 LOOP_NAME = "serve_forever under test"
 
@@ -319,6 +320,57 @@ def test_a_request_queued_when_no_more_workers_can_start_waits_for_a_running_one
         loop.join(WAIT)
         server.server_close()
     assert sorted(server.shut.values()) == [1, 1]
+
+
+@pytest.mark.timeout(30)
+def test_pool_join_waits_for_a_worker_whose_start_is_under_way(no_leaks: Resources) -> None:
+    """A worker replacing itself after ``close()`` registers a thread, then starts it.
+
+    ``server_close()`` joining right between the two raised ``RuntimeError:
+    cannot join thread before it is started`` (seen under load in
+    test_the_pool_still_serves_after_more_system_exits_than_workers).
+    """
+    pool = _Pool(max_workers=2, core_workers=1, queue_size=8)
+    pool.close()
+    release = threading.Event()
+
+    def work() -> None:  # what a real worker does after close(): leave
+        release.wait(WAIT)
+        pool.retire(threading.current_thread())
+
+    worker = threading.Thread(target=work, name="registered worker")
+    pool.add_worker(worker)  # as _start_worker() does, before start()
+    # Released when the joiner is done (an error) or waits for the start.
+    progress = threading.Semaphore(0)
+
+    start_returned = getattr(pool, "_start_returned", None)  # absent before the fix
+    if start_returned is not None:
+        wait = start_returned.wait
+
+        def signalling_wait(timeout: float | None = None) -> bool:
+            progress.release()
+            return wait(timeout)  # type: ignore[no-any-return]
+
+        start_returned.wait = signalling_wait
+    errors: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            pool.join()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            progress.release()
+
+    joiner = bounded(join)
+    assert progress.acquire(timeout=WAIT)
+    assert errors == []
+    worker.start()
+    pool.started(worker)  # as _start_worker() does once start() returned
+    release.set()
+    joiner.join(WAIT)
+    assert not joiner.is_alive() and errors == []
+    assert not worker.is_alive()  # join() waited for it
 
 
 # -- item 3 (8b): drain() cuts queued requests of the pool for good --------
