@@ -66,8 +66,10 @@ def echo_handler(held: Held) -> type:
     return Echo
 
 
-def start_loop(server: Any) -> threading.Thread:
-    loop = threading.Thread(target=server.serve_forever, name=LOOP_NAME, daemon=True)
+def start_loop(server: Any, poll_interval: float = 0.5) -> threading.Thread:
+    loop = threading.Thread(
+        target=server.serve_forever, args=(poll_interval,), name=LOOP_NAME, daemon=True
+    )
     loop.start()
     return loop
 
@@ -99,7 +101,7 @@ def test_server_close_does_not_wait_for_a_daemon_worker_held_by_an_idle_client(
             daemon_threads = True
 
         server = Daemonic(("127.0.0.1", 0), gate_handler(held, module))
-        loop = start_loop(server)
+        loop = start_loop(server, poll_interval=0.01)  # stdlib's shutdown() polls
         with connect(server.server_address) as idle:
             assert recv_exactly(idle, 8) == b"started\n"
             server.shutdown()
