@@ -90,6 +90,43 @@ def overrides(obj: object, name: str, base: type) -> bool:
     return mine is not inspect.unwrap(getattr(base, name))
 
 
+class HandOff:
+    """A request on its way from the loop to the concurrency model that takes it over.
+
+    ``_handle_request_noblock()`` opens one per request before calling
+    ``process_request()``.  If that raises, the loop must shut the request
+    down, unless a worker took it over already: a ``KeyboardInterrupt``
+    (a signal lands at any bytecode of the loop's thread) can strike after
+    ``Thread.start()``, or even inside it, once the worker runs.  So each
+    side claims the request, and exactly one claim wins: the model's
+    (``take()``: the worker, or ``process_request`` right after the worker
+    was started, on its behalf) or the loop's error path (``take_back()``).
+    A worker that loses leaves the request alone; the loop only shuts it
+    down if it won.
+
+    Why ``dict.setdefault``: it is one call into C, so no signal handler
+    runs in the middle of it, and no other thread either (the GIL, or the
+    dict's own lock on a free-threaded build): the first claim is stored
+    and every later one reads it.  A model that never claims (a
+    ``process_request`` written for stdlib, the synchronous and forking
+    models) leaves the request to the loop's error path, as before.
+    """
+
+    __slots__ = ("_owner", "request")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self._owner: dict[str, str] = {}
+
+    def take(self) -> bool:
+        """Claim the request for the concurrency model; True if it is the model's."""
+        return self._owner.setdefault("owner", "model") == "model"
+
+    def take_back(self) -> bool:
+        """Claim the request for the loop's error path; True if it is the loop's."""
+        return self._owner.setdefault("owner", "loop") == "loop"
+
+
 class BaseServer:
     """The address-family-neutral server: a loop and a pipeline of hooks.
 
@@ -301,6 +338,22 @@ class BaseServer:
     def handle_timeout(self) -> None:
         """Called by ``handle_request()`` when ``timeout`` passed with no request."""
 
+    #: The request the loop is handing to ``process_request()`` now, and who
+    #: ended up owning it (see ``HandOff``); ``None`` between requests.  Only
+    #: the loop's thread sets it.
+    _handoff: HandOff | None = None
+
+    def _handoff_for(self, request: Any) -> HandOff | None:
+        """The loop's hand-off of ``request``, if ``process_request`` is taking it from the loop.
+
+        Called by a concurrency model's ``process_request`` (loop thread).
+        ``None`` when ``process_request`` was called by other code: then the
+        caller owns the request until ``process_request`` returns, as in
+        stdlib, and the model needs no hand-off.
+        """
+        handoff = self._handoff
+        return handoff if handoff is not None and handoff.request is request else None
+
     def _handle_request_noblock(self) -> bool:
         """Take one ready request through the pipeline; never blocks to wait.
 
@@ -309,9 +362,10 @@ class BaseServer:
         so that a model that accepts in batches knows when to stop.  Error
         handling: a failed ``get_request()`` skips that request (the client
         vanished or a descriptor limit was hit); an ``Exception`` in any
-        later stage goes to ``handle_error()`` and the request is shut down;
-        anything else (``KeyboardInterrupt``, ``SystemExit``) shuts the
-        request down and propagates out of the loop.
+        later stage goes to ``handle_error()``; anything else
+        (``KeyboardInterrupt``, ``SystemExit``) propagates out of the loop.
+        Either way the request is shut down, unless a concurrency model
+        took it over first (see ``HandOff``).
         """
         try:
             request, client_address = self.get_request()
@@ -321,6 +375,7 @@ class BaseServer:
         if self._backoff is not None:
             self._backoff = None
             logger.warning("%s: accepting connections again", type(self).__name__)
+        handoff = self._handoff = HandOff(request)
         try:
             if self.verify_request(request, client_address):
                 self.process_request(request, client_address)
@@ -328,10 +383,17 @@ class BaseServer:
         except Exception:
             self.handle_error(request, client_address)
         except BaseException:
-            self.shutdown_request(request)
+            # A SIGINT can land anywhere, also just after a worker took the
+            # request over: shutting it down then would cut the connection
+            # under the worker (stdlib does).  take_back() fails in that case.
+            if handoff.take_back():
+                self.shutdown_request(request)
             raise
+        finally:
+            self._handoff = None
         # Refused, or failed before a concurrency model took ownership.
-        self.shutdown_request(request)
+        if handoff.take_back():
+            self.shutdown_request(request)
         return True
 
     def _get_request_failed(self, exc: OSError) -> None:

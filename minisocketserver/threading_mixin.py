@@ -13,15 +13,23 @@ once.  Put it first in the bases so its ``process_request`` wins the MRO::
                                         -> handler -> shutdown_request -> (thread ends)
 
 Resource handling: the worker owns the request from ``start()`` on and shuts
-it down whatever the handler does.  The server remembers the workers it has
-started until each one finishes, and ``server_close()`` waits for the rest
-when ``block_on_close`` is true.
+it down whatever the handler does; the hand-off is one step a
+``KeyboardInterrupt`` on the loop's thread cannot split (see
+``server.HandOff``).  The server remembers the workers it has started until
+each one finishes, and ``server_close()`` waits for the non-daemon ones when
+``block_on_close`` is true (daemon workers are not waited for, as in stdlib).
+A thread that fails to start leaves no trace, and the loop shuts its request
+down.
 
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
 arrives, so after a burst an idle server holds every finished ``Thread``
 object until traffic resumes.  And ``max_threads`` (off by default) bounds
 the workers: stdlib starts a thread for every connection it is offered.
+Stdlib keeps a thread that failed to start in its list, so its
+``server_close()`` then raises ``RuntimeError('cannot join thread before it
+is started')``; and a ``KeyboardInterrupt`` just after the hand-off makes
+it shut the request down under the worker.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .reactor import Reactor
-from .server import BaseServer, MixInBase
+from .server import BaseServer, HandOff, MixInBase
 from .sockets import TCPServer, UDPServer
 
 #: Seconds ``drain()`` waits for workers to end once their connections are
@@ -102,12 +110,20 @@ class _ThreadRegistry:
             self._live.pop(thread, None)
 
     def join(self) -> None:
-        """Wait for every remembered worker to finish."""
+        """Wait for every remembered non-daemon worker to finish.
+
+        Daemon workers are not waited for, as in stdlib: a daemon worker
+        may be held by an idle keep-alive client for as long as the client
+        likes (``http.server.ThreadingHTTPServer`` sets ``daemon_threads``
+        for exactly that reason), and the interpreter does not wait for it
+        at exit either.  They stay remembered, for ``max_threads`` and
+        ``drain()``.
+        """
         while True:
             with self._lock:
-                if not self._live:
-                    return
-                thread = next(iter(self._live))
+                thread = next((t for t in self._live if not t.daemon), None)
+            if thread is None:
+                return
             # Join outside the lock: the worker needs it to forget itself.
             thread.join()
             self.forget(thread)
@@ -125,10 +141,11 @@ class ThreadingMixIn(MixInBase):
     """Handle each request in a new thread.
 
     Class variables:
-        daemon_threads   workers are daemon threads: the interpreter may
-                         exit while they still run (default False).
-        block_on_close   ``server_close()`` waits for running workers
-                         (default True).
+        daemon_threads   workers are daemon threads: the interpreter and
+                         ``server_close()`` do not wait for them
+                         (default False).
+        block_on_close   ``server_close()`` waits for running non-daemon
+                         workers (default True).
         max_threads      bound on concurrent workers (default None: none).
 
     Methods to override:
@@ -137,9 +154,11 @@ class ThreadingMixIn(MixInBase):
     """
 
     #: Start workers as daemon threads, so they do not keep the interpreter
-    #: alive at exit.
+    #: alive at exit, and ``server_close()`` does not wait for them (they are
+    #: still counted by ``max_threads`` and cut by ``drain()``).
     daemon_threads: bool = False
-    #: Make ``server_close()`` wait until every running worker has finished.
+    #: Make ``server_close()`` wait until every running non-daemon worker
+    #: has finished.
     block_on_close: bool = True
     #: At most this many workers at once (``None``: no limit, as stdlib).
     #: At the limit the loop stops accepting until a worker finishes, so
@@ -159,16 +178,37 @@ class ThreadingMixIn(MixInBase):
         run_to_completion(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by the loop for each verified request: start a worker."""
+        """Called by the loop for each verified request: start a worker.
+
+        Error handling: if the thread cannot start (``RuntimeError: can't
+        start new thread``: out of threads or memory), the exception goes
+        back to the loop, which reports it and shuts the request down; the
+        worker leaves no trace (no slot against ``max_threads``, nothing
+        for ``server_close()`` or ``drain()`` to wait on).
+        """
         if "_threads" not in vars(self):
             self._threads = _ThreadRegistry()
+        handoff = self._handoff_for(request)
         worker = threading.Thread(
-            target=self._run_worker, args=(request, client_address), daemon=self.daemon_threads
+            target=self._run_worker, args=(request, client_address, handoff),
+            daemon=self.daemon_threads,
         )
         # Registered before start(): a worker that finished at once would
         # otherwise forget itself before it was remembered, and stay forever.
         self._threads.append(worker, request)
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            # Usually the thread never ran.  But an interrupt inside start()
+            # can land once it runs: then whoever claims the request first
+            # keeps it, and a worker that got it stays registered.
+            if handoff is None or handoff.take_back():
+                self._threads.forget(worker)
+            raise
+        if handoff is not None:
+            # On the worker's behalf, so that an interrupt from here on
+            # leaves the request to it, however late the worker runs.
+            handoff.take()
         if self._at_thread_limit():
             self._pause_accepting("max_threads")
 
@@ -186,12 +226,15 @@ class ThreadingMixIn(MixInBase):
         if not self._at_thread_limit():
             self._resume_accepting("max_threads")
 
-    def _run_worker(self, request: Any, client_address: Any) -> None:
+    def _run_worker(self, request: Any, client_address: Any, handoff: HandOff | None) -> None:
         # Kept apart from process_request_thread so that a subclass which
         # overrides that hook (without calling super) still cannot make the
         # registry grow.
         try:
-            self.process_request_thread(request, client_address)
+            # A worker that lost the claim (the loop was interrupted before
+            # the hand-off was done, and shut the request down) leaves it.
+            if handoff is None or handoff.take():
+                self.process_request_thread(request, client_address)
         finally:
             self._threads.forget(threading.current_thread())
             reactor = self._reactor
@@ -220,7 +263,7 @@ class ThreadingMixIn(MixInBase):
         return len(remaining)
 
     def server_close(self) -> None:
-        """Close the listening socket, then wait for the workers (``block_on_close``)."""
+        """Close the listening socket, then wait for the non-daemon workers (``block_on_close``)."""
         super().server_close()
         if self.block_on_close:
             self._threads.join()

@@ -23,10 +23,15 @@ Backpressure: when ``queue_size`` connections wait, the loop stops
 accepting until a worker takes one, so a flood waits in the kernel's listen
 backlog instead of in our memory.
 
-Resource handling: a queued connection belongs to the pool; a worker owns
-it from ``take()`` until ``shutdown_request()``.  ``server_close()`` lets the
-workers finish what is queued, then stops them, and (``block_on_close``)
-waits for them.
+Resource handling: a queued connection belongs to the pool (from the moment
+it is queued: a ``KeyboardInterrupt`` on the loop's thread then leaves it
+there, see ``server.HandOff``); a worker owns it from ``take()`` until
+``shutdown_request()``.  ``server_close()`` lets the workers finish what is
+queued, then stops them, and (``block_on_close``) waits for the non-daemon
+ones.  ``drain()`` cuts what is queued for good: it leaves the queue and is
+shut down, never run.  When a worker cannot start (``can't start new
+thread``), what is queued waits for the workers there are; with none, it
+is shut down rather than left to wait forever.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import time
 from typing import Any
 
 from .reactor import Reactor, Timer
-from .server import MixInBase
+from .server import HandOff, MixInBase, logger
 from .sockets import TCPServer
 from .threading_mixin import DRAIN_GRACE, cut_connections, run_to_completion
 
@@ -61,18 +66,27 @@ class _Pool:
         # condition, notify_all() woke every idle worker on every request
         # only for each to find no work (connection rate 0.87x stdlib's).
         self._emptied = threading.Condition(lock)
-        # (request, client_address, time.monotonic() when queued)
-        self._queue: collections.deque[tuple[Any, Any, float]] = collections.deque()
+        # join() waits here while a worker is between add_worker() and the
+        # return of its start(): Thread.join() raises on a thread whose
+        # start() has not yet got going, and a worker replacing itself can
+        # start one while server_close() joins.
+        self._start_returned = threading.Condition(lock)
+        self._starting: set[threading.Thread] = set()
+        # (request, client_address, time.monotonic() when queued, the loop's
+        # hand-off of the request or None)
+        self._queue: collections.deque[tuple[Any, Any, float, HandOff | None]] = (
+            collections.deque()
+        )
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._in_flight: dict[int, Any] = {}  # id(request) -> request, queued or running
         self._last_done = 0.0  # time.monotonic() when a worker last finished a request
         self._closed = False
 
-    def submit(self, request: Any, client_address: Any) -> bool:
+    def submit(self, request: Any, client_address: Any, handoff: HandOff | None) -> bool:
         """Queue a request (loop thread); True if no idle worker is there to take it."""
         with self._cond:
-            self._queue.append((request, client_address, time.monotonic()))
+            self._queue.append((request, client_address, time.monotonic(), handoff))
             self._in_flight[id(request)] = request
             self._cond.notify()
             # The idle workers take the queue's head, one request each.
@@ -94,7 +108,7 @@ class _Pool:
         with self._cond:
             room = self.max_workers - len(self._workers)
             # Requests beyond what the idle workers take, oldest first.
-            unserved = [queued_at for _, _, queued_at in self._queue][self._idle :]
+            unserved = [queued_at for _, _, queued_at, _ in self._queue][self._idle :]
             last_done = self._last_done
         if not unserved or room <= 0:
             return 0, None
@@ -113,8 +127,16 @@ class _Pool:
             return len(self._workers) < self.core_workers
 
     def add_worker(self, worker: threading.Thread) -> None:
+        """Count a worker about to start; ``started()`` must follow, whatever ``start()`` did."""
         with self._cond:
             self._workers.append(worker)
+            self._starting.add(worker)
+
+    def started(self, worker: threading.Thread) -> None:
+        """The worker's ``start()`` returned or raised: ``join()`` may look at it now."""
+        with self._cond:
+            self._starting.discard(worker)
+            self._start_returned.notify_all()
 
     def retire(self, worker: threading.Thread) -> bool:
         """A worker is exiting; True if queued work is left with no worker idle.
@@ -133,13 +155,16 @@ class _Pool:
                 bool(self._queue) and self._idle == 0 and len(self._workers) < self.max_workers
             )
 
-    def take(self, worker: threading.Thread) -> tuple[tuple[Any, Any] | None, bool]:
+    def take(
+        self, worker: threading.Thread
+    ) -> tuple[tuple[Any, Any, HandOff | None] | None, bool]:
         """Block until a request is queued (worker thread).
 
-        Returns ``(item, was_full)``: ``item`` is ``None`` once the pool is
-        closed and empty, or at once for a worker beyond ``core_workers``
-        that finds nothing queued; ``was_full`` tells the worker the loop
-        may have paused accepting and should re-check now that there is room.
+        Returns ``(item, was_full)``: ``item`` is ``(request,
+        client_address, handoff)``, or ``None`` once the pool is closed and
+        empty, or at once for a worker beyond ``core_workers`` that finds
+        nothing queued; ``was_full`` tells the worker the loop may have
+        paused accepting and should re-check now that there is room.
         """
         with self._cond:
             while not self._queue and not self._closed:
@@ -155,8 +180,8 @@ class _Pool:
             if not self._queue:
                 return None, False
             was_full = len(self._queue) >= self.queue_size
-            request, client_address, _ = self._queue.popleft()
-            return (request, client_address), was_full
+            request, client_address, _, handoff = self._queue.popleft()
+            return (request, client_address, handoff), was_full
 
     def done(self, request: Any) -> None:
         """A worker finished with ``request``."""
@@ -165,6 +190,24 @@ class _Pool:
             self._in_flight.pop(id(request), None)
             if not self._in_flight:
                 self._emptied.notify_all()
+
+    def withdraw(self, stranded_only: bool) -> list[tuple[Any, HandOff | None]]:
+        """Take every queued request back out of the queue; no worker will run them.
+
+        The caller owns what is returned, and shuts it down.  With
+        ``stranded_only``, only if no worker is left to take them (every
+        start failed): a queue nobody takes would wait forever.
+        """
+        with self._cond:
+            if stranded_only and self._workers:
+                return []
+            withdrawn = [(request, handoff) for request, _, _, handoff in self._queue]
+            self._queue.clear()
+            for request, _ in withdrawn:
+                self._in_flight.pop(id(request), None)
+            if not self._in_flight:
+                self._emptied.notify_all()
+            return withdrawn
 
     def full(self) -> bool:
         with self._cond:
@@ -191,10 +234,15 @@ class _Pool:
             self._cond.notify_all()
 
     def join(self) -> None:
-        """Wait until no worker is left, replacements started meanwhile included."""
+        """Wait until no non-daemon worker is left, replacements started meanwhile included.
+
+        Daemon workers are not waited for: see ``ThreadPoolMixIn.server_close``.
+        """
         while True:
             with self._cond:
-                workers = list(self._workers)
+                while self._starting:
+                    self._start_returned.wait()
+                workers = [worker for worker in self._workers if not worker.daemon]
             if not workers:
                 return
             # Outside the lock: a worker needs it to retire.
@@ -218,8 +266,9 @@ class ThreadPoolMixIn(MixInBase):
                          workers are started for them.
         queue_size       accepted connections waiting for a worker, at most;
                          at that mark the loop stops accepting.
-        daemon_threads   workers are daemon threads.
-        block_on_close   ``server_close()`` waits for the workers.
+        daemon_threads   workers are daemon threads, not waited for by
+                         ``server_close()``.
+        block_on_close   ``server_close()`` waits for the non-daemon workers.
 
     Methods to override: process_request_thread (same as ThreadingMixIn).
     """
@@ -246,9 +295,11 @@ class ThreadPoolMixIn(MixInBase):
     spawn_delay: float = 0.002
     #: Accepted connections that may wait for a free worker.
     queue_size: int = 128
-    #: Start workers as daemon threads.
+    #: Start workers as daemon threads: neither the interpreter at exit nor
+    #: ``server_close()`` waits for them (see ``server_close``).
     daemon_threads: bool = False
-    #: Make ``server_close()`` wait for the workers to finish the queue.
+    #: Make ``server_close()`` wait for the non-daemon workers to finish the
+    #: queue.
     block_on_close: bool = True
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -267,10 +318,32 @@ class ThreadPoolMixIn(MixInBase):
     _growth_timer: Timer | None = None
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by the loop for each verified request: queue it for a worker."""
+        """Called by the loop for each verified request: queue it for a worker.
+
+        Error handling: if a worker is needed and none can start
+        (``RuntimeError: can't start new thread``), the request waits in
+        the queue for the workers there are, and the failure is logged;
+        with no worker at all nothing would ever take it, so it leaves the
+        queue and the exception goes back to the loop, which reports it
+        and shuts the request down.  Never both: a request that stays
+        queued is the pool's.
+        """
         pool = self._pool()
-        if pool.submit(request, client_address):
-            self._need_workers(pool)
+        handoff = self._handoff_for(request)
+        if pool.submit(request, client_address, handoff):
+            try:
+                self._need_workers(pool)
+            except Exception as exc:
+                withdrawn = pool.withdraw(stranded_only=True)
+                if all(item[0] is not request for item in withdrawn):
+                    self._could_not_start(pool, exc)  # it waits for the workers there are
+                else:
+                    self._shut_down_queued([item for item in withdrawn if item[0] is not request])
+                    raise  # left unclaimed below: the loop's error path shuts it down
+        if handoff is not None:
+            # Queued, so the pool's from here on: an interrupt now must not
+            # make the loop shut it down under the worker that takes it.
+            handoff.take()
         if pool.full():
             self._pause_accepting("queue full")
 
@@ -284,13 +357,25 @@ class ThreadPoolMixIn(MixInBase):
         elif pool.below_core():
             self._start_worker(pool)
         elif self._growth_timer is None:
-            self._growth_timer = reactor.call_later(self.spawn_delay, self._grow)
+            self._growth_timer = reactor.call_later(self.spawn_delay, self._on_growth_timer)
+
+    def _on_growth_timer(self) -> None:
+        """The loop's timer for ``_grow()``.
+
+        A worker that cannot start is logged, not raised out of
+        ``serve_forever()``; the requests wait for the workers there are.
+        """
+        try:
+            self._grow()
+        except Exception as exc:
+            self._could_not_start(self._pool(), exc)
 
     def _grow(self, delay: float | None = None) -> None:
         """Start a worker for each request that waited ``spawn_delay`` (loop thread).
 
         Called by the loop's timer; with ``delay=0`` by ``_need_workers``
         when there is no loop, and by ``_serving_ended`` when the loop goes.
+        Raises what ``_start_worker`` raises, and then starts no more.
         """
         self._growth_timer = None
         pool = self._pool()
@@ -299,9 +384,12 @@ class ThreadPoolMixIn(MixInBase):
             self._start_worker(pool)
         reactor = self._reactor
         if next_due is not None and reactor is not None:
-            self._growth_timer = reactor.call_later(next_due - time.monotonic(), self._grow)
+            self._growth_timer = reactor.call_later(
+                next_due - time.monotonic(), self._on_growth_timer
+            )
 
     def _start_worker(self, pool: _Pool) -> None:
+        """Start one pool worker; raises ``RuntimeError`` if the thread cannot start."""
         worker = threading.Thread(
             target=self._work, args=(pool,), daemon=self.daemon_threads,
             name=f"pool worker {len(pool) + 1}",
@@ -314,6 +402,32 @@ class ThreadPoolMixIn(MixInBase):
             # memory.  A worker that never ran must not be waited for.
             pool.retire(worker)
             raise
+        finally:
+            pool.started(worker)
+
+    def _could_not_start(self, pool: _Pool, exc: Exception) -> None:
+        """No worker could start for the queue: log it; with no worker left, empty the queue.
+
+        Called where nobody else would report the failure: the growth
+        timer, the loop's end, a worker replacing itself.  Queued requests
+        wait for the workers there are; with none left they would wait
+        forever, so they are shut down (their clients see EOF).
+        """
+        logger.warning(
+            "%s: cannot start a pool worker: %s; %d worker(s) serve the queue",
+            type(self).__name__, exc, len(pool),
+        )
+        self._shut_down_queued(pool.withdraw(stranded_only=True))
+
+    def _shut_down_queued(self, withdrawn: list[tuple[Any, HandOff | None]]) -> None:
+        """Shut down requests taken back out of the queue, never to run.
+
+        One whose hand-off the loop's error path took back (an interrupt
+        came between queueing it and claiming it) was shut down there.
+        """
+        for request, handoff in withdrawn:
+            if handoff is None or handoff.take():
+                self.shutdown_request(request)
 
     def _work(self, pool: _Pool) -> None:
         """A worker thread's life: take requests until the pool closes, or none is left.
@@ -333,14 +447,20 @@ class ThreadPoolMixIn(MixInBase):
                 reactor = self._reactor
                 if was_full and reactor is not None:
                     reactor.call_soon_threadsafe(self._queue_has_room)
-                request, client_address = item
+                request, client_address, handoff = item
                 try:
-                    self.process_request_thread(request, client_address)
+                    # Lost only if the loop was interrupted between queueing
+                    # the request and claiming it: it shut the request down.
+                    if handoff is None or handoff.take():
+                        self.process_request_thread(request, client_address)
                 finally:
                     pool.done(request)
         finally:
             if pool.retire(threading.current_thread()):
-                self._start_worker(pool)
+                try:
+                    self._start_worker(pool)
+                except Exception as exc:
+                    self._could_not_start(pool, exc)
 
     def _queue_has_room(self) -> None:
         """Posted to the loop's thread when a worker took from a full queue."""
@@ -366,23 +486,41 @@ class ThreadPoolMixIn(MixInBase):
             self._growth_timer = None
         try:
             self._grow(delay=0.0)
+        except Exception as exc:
+            self._could_not_start(self._pool(), exc)
         finally:
-            super()._serving_ended()  # even if no thread could start: shutdown() must return
+            super()._serving_ended()  # whatever happened above: shutdown() must return
 
     def _wait_for_requests(self, deadline: float) -> bool:
         """Called by ``drain()``: wait until nothing is queued or running."""
         return self._pool().wait_empty(deadline)
 
     def _cut_requests(self) -> int:
-        """Called by ``drain()``: shut down every queued or running connection."""
+        """Called by ``drain()``: end every queued or running connection.
+
+        A cut request never runs: queued ones leave the queue and are shut
+        down here (a worker freed by a cut would otherwise run them on a
+        connection the drain has given up on), running ones are shut down
+        under their workers (see ``cut_connections``).
+        """
         pool = self._pool()
-        remaining = pool.in_flight()
-        cut_connections(remaining)
+        queued = pool.withdraw(stranded_only=False)  # first: no worker may take one now
+        running = pool.in_flight()
+        self._shut_down_queued(queued)
+        cut_connections(running)
         pool.wait_empty(time.monotonic() + DRAIN_GRACE)
-        return len(remaining)
+        return len(queued) + len(running)
 
     def server_close(self) -> None:
-        """Close the listener; workers finish the queue and stop (awaited if ``block_on_close``)."""
+        """Close the listener; workers finish the queue and stop.
+
+        With ``block_on_close``, waits for the non-daemon workers.  Daemon
+        workers (``daemon_threads``) are not waited for, as stdlib's
+        ``ThreadingMixIn`` waits for no daemon thread: whoever asks for
+        daemon workers (``http.server`` does, for keep-alive clients) asks
+        for a close that an idle client cannot hold up.  They still finish
+        the queue and leave, unless the interpreter exits first.
+        """
         super().server_close()
         pool = self._pool()
         pool.close()

@@ -191,17 +191,7 @@ def test_ours_is_the_module_under_test() -> None:
     assert BY_NAME["sync"].server_class is ours.TCPServer
 
 
-CUT_UNDER_ITS_WORKER = pytest.mark.xfail(
-    strict=True,
-    reason="_handle_request_noblock() shuts the request down on any BaseException from "
-    "process_request(), even after a worker thread took it over, so the worker's connection "
-    "is cut under it (stdlib's ThreadingMixIn has the same race); forking survives because "
-    "the parent has already closed its copy",
-)
-HANDED_OFF = [
-    pytest.param(name, marks=[] if name == "forking" else [CUT_UNDER_ITS_WORKER])
-    for name in ("threading", "forking", "threadpool") if name in BY_NAME
-]
+HANDED_OFF = [name for name in ("threading", "forking", "threadpool") if name in BY_NAME]
 
 
 @pytest.mark.parametrize("model", HANDED_OFF)
