@@ -191,7 +191,6 @@ def without_date(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers if name.lower() != "date"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 1: fixed on branch issue10-threads")
 def test_keepalive_client_idle(no_leaks: Resources) -> None:
     """sphinx linkcheck: stop the server while a keep-alive client sits idle."""
 
