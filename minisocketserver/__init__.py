@@ -59,7 +59,7 @@ from .multiplexing_mixin import (
 )
 from .server import BaseServer
 from .server_group import ServerGroup
-from .sockets import TCPServer, UDPServer
+from .sockets import TCPServer, UDPServer, plain_address
 from .threading_mixin import ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer
 from .threadpool_mixin import ThreadPoolMixIn, ThreadPoolTCPServer
 
@@ -117,3 +117,7 @@ if hasattr(socket, "AF_UNIX"):
     from .multiplexing_mixin import MultiplexingUnixStreamServer
 
     __all__ += ["MultiplexingUnixStreamServer"]
+
+# Beyond stdlib: the IPv4 form of a client address seen through a dual-stack
+# socket.
+__all__ += ["plain_address"]

@@ -13,7 +13,10 @@ end one -- and nothing else; the loop and the pipeline stay in server.py::
 ``UDPServer`` derives from ``TCPServer`` to reuse its socket set-up, as in
 stdlib: the classes vary along the family axis and the type axis, and a
 single inheritance chain cannot express both without one such shortcut.
-IPv6 needs no class of its own: set ``address_family = socket.AF_INET6``.
+IPv6 needs no class of its own: set ``address_family = socket.AF_INET6``,
+and ``dualstack_ipv6 = True`` for one listener that serves IPv4 clients too
+(their addresses then arrive as ``::ffff:a.b.c.d``: ``plain_address()``
+gives back the IPv4 form).
 
 Resource handling: a server owns its listening socket from the constructor
 on (a failed bind or listen closes it before the exception leaves the
@@ -25,6 +28,7 @@ server's own socket and owns nothing.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import socket
 from typing import Any
@@ -32,16 +36,50 @@ from typing import Any
 from .server import BaseServer, HandlerFactory, logger
 
 
+def plain_address(client_address: Any) -> Any:
+    """An IPv4 client's address in its IPv4 form, whatever socket it came through.
+
+    A dual-stack listener (``dualstack_ipv6``) reports an IPv4 client as an
+    IPv4-mapped IPv6 address, ``('::ffff:127.0.0.1', port, 0, 0)``; this
+    returns ``('127.0.0.1', port)`` for it, the form an ``AF_INET`` server
+    would have reported, for logging and for ``verify_request`` checks
+    written against IPv4 addresses.  Any other address (an IPv4 pair, a
+    real IPv6 address, a Unix path) is returned unchanged.
+    """
+    if not (isinstance(client_address, tuple) and len(client_address) == 4):
+        return client_address
+    host, port = client_address[0], client_address[1]
+    try:
+        mapped = ipaddress.IPv6Address(host).ipv4_mapped
+    except ValueError:  # not an IPv6 literal (a hostname a subclass put there)
+        return client_address
+    return client_address if mapped is None else (str(mapped), port)
+
+
+def _family(value: int) -> str:
+    """``AF_INET`` for 2: the constant's name, for error messages."""
+    try:
+        return socket.AddressFamily(value).name
+    except ValueError:
+        return str(value)
+
+
 class TCPServer(BaseServer):
     """A stream server: ``get_request()`` accepts one connection.
 
     Class variables (set them on a subclass, before construction):
         address_family, socket_type, request_queue_size,
-        allow_reuse_address, allow_reuse_port.
+        allow_reuse_address, allow_reuse_port, dualstack_ipv6.
 
     Instance variables:
         socket: the listening socket; server_address: where it is bound,
         updated from the kernel by ``server_bind()`` (port 0 -> real port).
+
+    Client addresses on an IPv6 server are 4-tuples ``(host, port,
+    flowinfo, scope_id)``.  On a dual-stack one, an IPv4 client arrives as
+    an IPv4-mapped address: ``('::ffff:127.0.0.1', 51234, 0, 0)``.
+    ``plain_address(client_address)`` turns that into ``('127.0.0.1',
+    51234)`` for logs and for ``verify_request`` rules written for IPv4.
     """
 
     #: Address family of the listening socket; ``AF_INET6`` for IPv6.
@@ -59,7 +97,16 @@ class TCPServer(BaseServer):
     #: port whose old connections are still in TIME_WAIT.
     allow_reuse_address: bool = False
     #: Set SO_REUSEPORT before binding (several sockets may share the port).
+    #: IP sockets only: on ``AF_UNIX`` it is ignored (see ``server_bind``).
     allow_reuse_port: bool = False
+    #: With ``address_family = AF_INET6``, True turns IPV6_V6ONLY off before
+    #: binding, so that one socket bound to ``'::'`` serves IPv4 clients too
+    #: (as ``::ffff:a.b.c.d``; see ``plain_address()``).  False leaves the
+    #: option as the system sets it, as stdlib does: on Linux that is usually
+    #: dual-stack already (net.ipv6.bindv6only = 0), on Windows and the BSDs
+    #: it is IPv6 only.  The constructor raises ``ValueError`` for it with
+    #: ``AF_INET``, or where the platform cannot turn the option off.
+    dualstack_ipv6: bool = False
 
     def __init__(
         self,
@@ -73,6 +120,7 @@ class TCPServer(BaseServer):
         first and then call ``server_bind()`` and ``server_activate()``.
         """
         super().__init__(server_address, RequestHandlerClass)
+        self._check_dualstack()
         self.socket = socket.socket(self.address_family, self.socket_type)
         if bind_and_activate:
             try:
@@ -84,15 +132,38 @@ class TCPServer(BaseServer):
                 self.server_close()
                 raise
 
+    def _check_dualstack(self) -> None:
+        """Called by the constructor before it opens a socket: is ``dualstack_ipv6`` possible?"""
+        if not self.dualstack_ipv6:
+            return
+        if self.address_family != getattr(socket, "AF_INET6", None):
+            raise ValueError(
+                f"{type(self).__name__}.dualstack_ipv6 needs address_family = AF_INET6, "
+                f"not {_family(self.address_family)}"
+            )
+        # has_dualstack_ipv6() also tries the option on a scratch socket:
+        # a kernel built without IPv4 can have the constant but refuse it.
+        if not socket.has_dualstack_ipv6():
+            raise ValueError(
+                f"{type(self).__name__}.dualstack_ipv6: this platform cannot serve IPv4 "
+                "and IPv6 from one socket (no IPV6_V6ONLY); open one server per family "
+                "and serve both with a ServerGroup"
+            )
+
     def server_bind(self) -> None:
-        """Called by the constructor: set the reuse options, bind, learn the address."""
+        """Called by the constructor: set the socket options, bind, learn the address."""
         if self.allow_reuse_address and hasattr(socket, "SO_REUSEADDR"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Linux rejects SO_REUSEPORT on AF_UNIX sockets with EOPNOTSUPP, so it
-        # is applied to the IP families only.
+        # Linux rejects SO_REUSEPORT on AF_UNIX sockets with EOPNOTSUPP, and
+        # where it is accepted it means nothing for a path, so it is applied
+        # to the IP families only (stdlib before 3.14 raises there:
+        # python/cpython gh-128916).
         reuse_port_applies = self.address_family in (socket.AF_INET, socket.AF_INET6)
         if self.allow_reuse_port and reuse_port_applies and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if self.dualstack_ipv6:
+            # Only before bind(): the kernel fixes the option at bind time.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         self.socket.bind(self.server_address)
         # Port 0 asks the kernel for a free port: report the one it chose.
         self.server_address = self.socket.getsockname()
