@@ -67,9 +67,13 @@ def listen_fds_with_names(unset_environment: bool = True) -> list[tuple[str, soc
     its descriptor from then on (closing it closes the descriptor).
 
     Names come from ``LISTEN_FDNAMES``, in order; they may repeat (several
-    sockets for one purpose), and a descriptor without one (the variable
-    is absent or shorter than the count) is named ``"unknown"``, as
-    systemd names it.
+    sockets for one purpose).  Without the variable every descriptor is
+    named ``"unknown"``, as systemd names it.  Where the list is shorter
+    than the count, the rest are ``"unknown"`` too (and extra names are
+    ignored): libsystemd refuses such a list (EINVAL), but
+    systemd-socket-activate passes one when given fewer ``--fdname``
+    values than listeners (seen with systemd 252), and a server that
+    refused to start over a missing label would be the worse choice.
 
     ``unset_environment`` (default True) removes ``LISTEN_PID``,
     ``LISTEN_FDS`` and ``LISTEN_FDNAMES`` from ``os.environ`` (and so from
@@ -77,7 +81,7 @@ def listen_fds_with_names(unset_environment: bool = True) -> list[tuple[str, soc
     ours or not, as sd_listen_fds() does when asked: nothing below us can
     ever be their rightful recipient.  A second call then returns ``[]``.
 
-    Raises ``ValueError`` when the variables are ours but malformed, or
+    Raises ``ValueError`` when the variables are malformed, or
     when a passed descriptor is not an open socket (a FIFO or a file: this
     function is for listeners; a misconfigured unit should fail loudly, not
     be half served).  The check runs before any socket is made, so nothing
