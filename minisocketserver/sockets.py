@@ -44,9 +44,9 @@ from .server import BaseServer, HandlerFactory, logger
 
 _Server = TypeVar("_Server", bound="TCPServer")
 
-#: The families one IP server class can serve: a class written for IPv4 runs
-#: unchanged on an IPv6 socket (and the reverse); only the address format of
-#: ``server_address`` and ``client_address`` differs.
+# The families one IP server class can serve: a class written for IPv4 runs
+# unchanged on an IPv6 socket (and the reverse); only the format of
+# server_address and client_address differs.
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
@@ -228,8 +228,8 @@ class TCPServer(BaseServer):
         # An unbound socket reports port 0 (IP) or an empty path (AF_UNIX).
         if not address or (sock.family in _INET_FAMILIES and address[1] == 0):
             raise ValueError(f"{name}.from_socket(): the socket is not bound")
-        # Where the platform has no SO_ACCEPTCONN, the first accept() fails
-        # instead (EINVAL), as a handler's error.
+        # Where the platform has no SO_ACCEPTCONN the check is skipped, and
+        # such a socket fails at each accept() instead (EINVAL).
         listening = (
             sock.type != socket.SOCK_STREAM
             or not hasattr(socket, "SO_ACCEPTCONN")
@@ -244,7 +244,7 @@ class TCPServer(BaseServer):
         """Called by the constructor before it opens a socket: is ``dualstack_ipv6`` possible?"""
         if not self.dualstack_ipv6:
             return
-        if self.address_family != getattr(socket, "AF_INET6", None):
+        if self.address_family != socket.AF_INET6:
             raise ValueError(
                 f"{type(self).__name__}.dualstack_ipv6 needs address_family = AF_INET6, "
                 f"not {_family(self.address_family)}"
@@ -270,9 +270,9 @@ class TCPServer(BaseServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # Linux rejects SO_REUSEPORT on AF_UNIX sockets with EOPNOTSUPP, and
         # where it is accepted it means nothing for a path, so it is applied
-        # to the IP families only (stdlib before 3.14 raises there:
-        # python/cpython gh-128916).
-        reuse_port_applies = self.address_family in (socket.AF_INET, socket.AF_INET6)
+        # to the IP families only (stdlib 3.11 to 3.13.0, at least, set it
+        # anyway and raise: python/cpython gh-128916).
+        reuse_port_applies = self.address_family in _INET_FAMILIES
         if self.allow_reuse_port and reuse_port_applies and hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if self.dualstack_ipv6:
