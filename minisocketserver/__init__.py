@@ -35,6 +35,7 @@ multiplexing_mixin.py  MultiplexingMixIn: every connection in the loop's thread
 server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
+activation.py       listen_fds(), notify(): listeners inherited from systemd
 tracer.py           records which hook runs on which thread; renders diagrams
 tour.py, diagrams.py  ``python -m minisocketserver tour``; the diagrams/ recorder
 
@@ -50,6 +51,7 @@ from __future__ import annotations
 import os
 import socket
 
+from .activation import listen_fds, listen_fds_with_names, notify
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .multiplexing_mixin import (
     LineRequestHandler,
@@ -59,7 +61,7 @@ from .multiplexing_mixin import (
 )
 from .server import BaseServer
 from .server_group import ServerGroup
-from .sockets import TCPServer, UDPServer
+from .sockets import TCPServer, UDPServer, plain_address
 from .threading_mixin import ThreadingMixIn, ThreadingTCPServer, ThreadingUDPServer
 from .threadpool_mixin import ThreadPoolMixIn, ThreadPoolTCPServer
 
@@ -117,3 +119,7 @@ if hasattr(socket, "AF_UNIX"):
     from .multiplexing_mixin import MultiplexingUnixStreamServer
 
     __all__ += ["MultiplexingUnixStreamServer"]
+
+# Beyond stdlib: listeners bound by someone else (systemd, a supervisor), and
+# the IPv4 form of a client address seen through a dual-stack socket.
+__all__ += ["listen_fds", "listen_fds_with_names", "notify", "plain_address"]
