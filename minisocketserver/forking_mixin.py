@@ -1,6 +1,6 @@
 """ForkingMixIn: one child process per request (POSIX only).
 
-Design map, part 5 of 6.  Like ``ThreadingMixIn`` it overrides
+Design map, part 4 of 6 (the concurrency models).  Like ``ThreadingMixIn`` it overrides
 ``process_request``, but the request runs in a forked child, which shares
 nothing with the loop afterwards: a crash, a leak or a blocking call in a
 handler cannot touch the server::

@@ -1,6 +1,6 @@
 """The request handlers: where the user's code runs.
 
-Design map, part 6 of 6.  The server builds one handler object per request
+Design map, part 5 of 6.  The server builds one handler object per request
 (``finish_request`` calls ``RequestHandlerClass(request, client_address,
 server)``), and the constructor runs the handler's whole life::
 

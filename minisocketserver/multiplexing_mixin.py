@@ -1,7 +1,7 @@
 """MultiplexingMixIn: every connection in one thread, on the loop's own selector.
 
-Design map, the fourth concurrency model (read it after threading_mixin and
-forking_mixin).  Stdlib ``socketserver`` describes this model in its module
+Design map, part 4 of 6 (the concurrency models: read it after
+threading_mixin and forking_mixin).  Stdlib ``socketserver`` describes this model in its module
 docstring and never implements it; the seed document's select() echo server
 is its hand-written form.  Here no request runs to completion anywhere: a
 connection is a handler object that the loop calls back whenever its socket
@@ -132,8 +132,10 @@ class MultiplexedRequestHandler:
     #: connection: one busy client cannot starve the others.
     recv_size: int = 65536
     #: Seconds a connection may go without a byte received or sent before it
-    #: is closed (``None``: never).  The defence against slowloris clients,
-    #: which trickle requests or never read, each holding a slot forever.
+    #: is closed (``None``: never): it frees the slots of clients that
+    #: connect and go silent.  It is no slowloris defence: any byte resets
+    #: it, so a client that trickles one byte at a time is never cut
+    #: (docs/reliability.md measures exactly that).
     #: Per handler class, like ``StreamRequestHandler.timeout``; ``setup()``
     #: may also set it on the instance.
     timeout: float | None = None

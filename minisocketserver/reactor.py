@@ -1,7 +1,8 @@
 """The loop underneath every server: one selector, one wake-up channel, timers.
 
-Design map, part 1 of 6 (read in this order: reactor, server, sockets,
-threading_mixin / forking_mixin, handlers, tracer)::
+Design map, part 1 of 6 (read in this order: reactor, server, sockets, the
+concurrency models -- threading_mixin, threadpool_mixin, forking_mixin,
+multiplexing_mixin, server_group --, handlers, tracer)::
 
     Reactor.select(timeout)            one blocking call per loop iteration
       ├─ listening socket readable  -> BaseServer._on_listener_ready   (server.py)
@@ -117,8 +118,10 @@ class Reactor:
 
     Why a wake-up channel: stdlib ``serve_forever`` polls its shutdown flag
     every ``poll_interval`` (0.5 s by default), so ``shutdown()`` waits on
-    average a quarter of a second and at worst the whole interval (we
-    measured p50 300 ms, p99 492 ms; python/cpython gh-88932).  Here
+    average a quarter of a second and at worst the whole interval (the full
+    run of docs/performance.md, ``python benchmarks/run.py`` at commit
+    9761848, measured stdlib's ThreadingTCPServer at p50 149 ms, p99 480 ms
+    over 50 trials; python/cpython gh-88932).  Here
     ``shutdown()`` writes one byte to a socketpair the selector is watching,
     and the wait ends at once.
 

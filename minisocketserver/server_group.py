@@ -1,6 +1,7 @@
 """ServerGroup: one loop, one thread, several servers of any model.
 
-The seed document's second example serves three ports from one select()
+Design map, part 4 of 6 (after the concurrency models).  The seed
+document's second example serves three ports from one select()
 loop.  A ``ServerGroup`` does that for whole servers: each member keeps its
 own concurrency model (a synchronous member handles a request on the loop's
 thread, a threading one starts a thread, a forking one forks, a multiplexing

@@ -112,15 +112,19 @@ class TCPServer(BaseServer):
     address_family: int = socket.AF_INET
     #: ``SOCK_STREAM`` here; ``SOCK_DGRAM`` in ``UDPServer``.
     socket_type: int = socket.SOCK_STREAM
-    #: The ``listen()`` backlog: connections the kernel completes and queues
-    #: while the loop is busy (the kernel caps it at net.core.somaxconn).
-    #: Stdlib's default is 5: under a burst the queue overflows, Linux drops
-    #: the SYNs, and clients retry after 1 s, then 3 s; issue 6 measured
-    #: connects of 2.7 s against stdlib's ThreadingTCPServer at 16 concurrent
-    #: clients.  We default to the system's maximum; set 5 to get stdlib's.
+    #: The ``listen()`` backlog: Linux completes and queues this many
+    #: connections + 1 while the loop is busy.  The kernel silently caps it
+    #: at net.core.somaxconn (``socket.SOMAXCONN`` is only the constant
+    #: Python was compiled with).  Stdlib's default is 5: under a burst the
+    #: queue overflows, Linux drops the SYNs, and clients retry after 1 s,
+    #: then 3 s; the full run of docs/performance.md (``python
+    #: benchmarks/run.py``, commit 9761848, 16 clients connecting) measured a
+    #: worst connect of 2.05 s against stdlib's ThreadingTCPServer, 1.5 ms
+    #: against ours.  We default to socket.SOMAXCONN; set 5 to get stdlib's.
     request_queue_size: int = socket.SOMAXCONN
     #: Set SO_REUSEADDR before binding, so a restarted server can bind a
-    #: port whose old connections are still in TIME_WAIT.
+    #: port whose old connections are still in TIME_WAIT.  On Linux that
+    #: works only if the server that made those connections set it too.
     allow_reuse_address: bool = False
     #: Set SO_REUSEPORT before binding (several sockets may share the port).
     #: IP sockets only: on ``AF_UNIX`` it is ignored (see ``server_bind``).

@@ -1,6 +1,7 @@
 """ThreadPoolMixIn: reused worker threads and a bounded queue.
 
-Not in stdlib.  ``ThreadingMixIn`` starts (and tears down) one thread per
+Design map, part 4 of 6 (the concurrency models).  Not in stdlib.
+``ThreadingMixIn`` starts (and tears down) one thread per
 connection; here ``core_workers`` threads are started on demand and kept,
 and accepted connections wait in a queue of at most ``queue_size`` until a
 worker is free.  When every worker is held (no request finished for
@@ -284,9 +285,11 @@ class ThreadPoolMixIn(MixInBase):
     #: queue empty.  Why not start a worker for every waiting request: each
     #: thread blocked in I/O is one more contender for the GIL, and short
     #: requests are served sooner by queueing for a running worker.
-    #: Measured (docs/performance.md, 16 clients connecting, one line each):
-    #: 2 workers made 3.5-3.9 context switches per connection and accepted
-    #: 7,669-7,815 connections/s; 6 workers 10.0-10.6 and 5,004-5,112.
+    #: Measured (docs/optimisations.md, ``python benchmarks/costs.py pool
+    #: --core 1 2 4 6 --repeats 2``, 16 clients connecting, one line each):
+    #: 2 workers made 2.3-3.9 voluntary + 0.5-0.7 involuntary context
+    #: switches per connection at 6,562-7,292 connections/s; 6 workers
+    #: 6.5-6.7 + 1.7 at 5,296-5,477.
     core_workers: int = 2
     #: Seconds without a finished request, while requests wait, after which
     #: the pool counts as stuck and starts a worker for each request that

@@ -1,6 +1,6 @@
 """The call-flow tracer: record which hook runs, on which thread, in what order.
 
-Design map, part 7 (after handlers.py).  While a :class:`Tracer` is
+Design map, part 6 of 6 (with tour.py and diagrams.py).  While a :class:`Tracer` is
 enabled, every hook of the library -- the server pipeline, the loop, the
 reactor's ``select``/``wake``, the mixins, the handlers -- and every method
 of the user's classes is replaced, on its class, by a wrapper that records
