@@ -14,23 +14,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import handlers, sockets, threading_mixin
-from . import tour as tour_mod
+from . import sockets, threading_mixin
 
-#: What the seed's server appends to every reply.
-SUFFIX = "好".encode()
-
-
-class SeedEchoHandler(handlers.BaseRequestHandler):
-    """Answer every chunk received with the chunk plus "好", until EOF.
-
-    Works per ``recv()`` chunk, not per line, because the seed's client sends
-    what was typed without a newline and waits for the reply.
-    """
-
-    def handle(self) -> None:
-        while data := self.request.recv(4096):
-            self.request.sendall(data + SUFFIX)
+# Re-exported ("as"), for callers of the old place: the seed's handler lives in
+# seed.py, which both this module and tour.py import, so neither has to
+# import the other for it.
+from .seed import SUFFIX as SUFFIX
+from .seed import SeedEchoHandler as SeedEchoHandler
 
 
 def _server_class(model: str) -> type[sockets.TCPServer]:
@@ -70,6 +60,8 @@ def run_echo(host: str, port: int, model: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import tour as tour_mod  # only the tour needs it
+
     parser = argparse.ArgumentParser(
         prog="python -m minisocketserver",
         description="Run and study the minisocketserver examples.",
@@ -95,5 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "echo":
         return run_echo(args.host, args.port, args.model)
     if args.command == "tour":
+        from . import tour as tour_mod
+
         return tour_mod.run_tour(args.model, args.server, args.handler)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
