@@ -36,8 +36,10 @@ server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 activation.py       listen_fds(), notify(): listeners inherited from systemd
+alias.py            install(): this package as ``socketserver``, for stdlib's servers
 tracer.py           records which hook runs on which thread; renders diagrams
 tour.py, diagrams.py  ``python -m minisocketserver tour``; the diagrams/ recorder
+cli.py, seed.py     ``python -m minisocketserver echo|tour|run``; the seed's echo handler
 
 Where we differ from stdlib (each place says why, with the evidence):
 ``shutdown()`` returns at once instead of after up to ``poll_interval``; an
@@ -52,6 +54,7 @@ import os
 import socket
 
 from .activation import listen_fds, listen_fds_with_names, notify
+from .alias import install
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .multiplexing_mixin import (
     LineRequestHandler,
@@ -123,3 +126,8 @@ if hasattr(socket, "AF_UNIX"):
 # Beyond stdlib: listeners bound by someone else (systemd, a supervisor), and
 # the IPv4 form of a client address seen through a dual-stack socket.
 __all__ += ["listen_fds", "listen_fds_with_names", "notify", "plain_address"]
+
+# Beyond stdlib: stand in for it, so that http.server, xmlrpc.server, wsgiref
+# and logging.config, which import ``socketserver`` by name, run on these
+# classes (``python -m minisocketserver run`` calls it for you).
+__all__ += ["install"]
