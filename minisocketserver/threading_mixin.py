@@ -3,7 +3,8 @@
 Design map, part 4 of 6 (the concurrency models: this one first).  The
 mixin overrides one hook, ``process_request``: instead of running the
 handler on the loop's thread it starts a thread that does ``finish_request``
-then ``shutdown_request``, and returns to the loop at once.  Put it first in the bases so its ``process_request`` wins the MRO::
+then ``shutdown_request``, and returns to the loop at once.  Put it first
+in the bases so its ``process_request`` wins the MRO::
 
     class ThreadingTCPServer(ThreadingMixIn, TCPServer): ...
 

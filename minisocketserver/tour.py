@@ -152,7 +152,7 @@ def _multiplexing() -> tuple[type, type] | None:
 
 def _model_classes(model: str) -> tuple[type, type] | None:
     package = sys.modules[__package__ or "minisocketserver"]
-    from .cli import SeedEchoHandler
+    from .seed import SeedEchoHandler
 
     names: dict[str, tuple[str, type | None]] = {
         "threading": ("ThreadingTCPServer", SeedEchoHandler),
@@ -250,7 +250,7 @@ def _default_handler(server_class: type) -> type:
     multiplexing = _multiplexing()
     if multiplexing is not None and issubclass(server_class, multiplexing[0]):
         return _multiplexed_echo_handler()
-    from .cli import SeedEchoHandler
+    from .seed import SeedEchoHandler
 
     return SeedEchoHandler
 

@@ -419,8 +419,6 @@ def package_imports() -> dict[str, set[str]]:
     return graph
 
 
-@pytest.mark.xfail(strict=True, reason="tour.py still imports SeedEchoHandler from .cli; "
-                   "`from .seed import SeedEchoHandler` there ends the circle")
 def test_no_module_of_the_package_imports_one_that_imports_it_back() -> None:
     graph = package_imports()
     assert {"cli", "tour", "seed", "alias"} <= graph.keys()
