@@ -109,6 +109,9 @@ def build(source: Path, debian_copyright: Path) -> list[str]:
         cff.topDictIndex[0].FamilyName = FAMILY
     FONT.parent.mkdir(parents=True, exist_ok=True)
     font.flavor = "woff"
+    # Keep the source's head.modified: a rebuild from the same package gives
+    # the same bytes, so the committed font changes only when its input does.
+    font.recalcTimestamp = False
     font.save(str(FONT))
     LICENCE.write_text(
         f"{FONT.name}: a subset of {FACE} Regular (Debian package fonts-noto-cjk),\n"
