@@ -6,7 +6,13 @@
 # never a browser downloaded by puppeteer.  mermaid-config.json turns
 # htmlLabels off, so labels are SVG <text> rather than HTML in
 # <foreignObject>, and fixes the id seed: rendering the same .mmd twice gives
-# the same bytes.
+# the same bytes.  Its sequence settings: mirrorActors is on because Mermaid
+# 11 draws every lifeline to a placeholder y=2000 and corrects it only from
+# the footer actors (with them off, a tall diagram's messages ran on below
+# its lifelines); actorMargin/width/diagramMarginX are tightened because a
+# diagram's width, not its font, decides how small its labels get in the
+# page (tools/mkdocs_hooks.py, tests/test_docs_site.py).  Labels are not
+# wrapped: Mermaid would break Python names mid-identifier.
 #
 # Each SVG starts with the sha256 of the .mmd it was drawn from; an SVG whose
 # hash is current is skipped (--force renders all).  tests/test_diagrams.py

@@ -22,10 +22,21 @@ would be broken on the site.  Such a link, when its target exists, becomes
 the file's repository path in code style (``benchmarks/run.py``), which a
 reader finds in their checkout; a link to a file that does not exist is
 left alone, for mkdocs and the browser test to report.
+
+Legible diagrams.  A recorded diagram is as wide as its longest call
+labels (1,200-3,100 px at 16 px text), and a browser shrinks an image to the
+content column (~700 px), so its labels came out at 7-8 px.  Wrapping the
+labels would break Python names mid-identifier, so instead each diagram
+``<img>`` gets a ``min-width`` at which its smallest text is still
+``MIN_LABEL_PX`` on screen, and sits in a horizontally scrollable
+``.diagram-scroll`` (docs/stylesheets/extra.css); the link around it still
+opens it full size.  A diagram narrow enough simply fits the column.
+tests/test_docs_site.py measures the rendered text in Chromium.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -35,6 +46,8 @@ from mkdocs.structure.files import File, Files
 
 #: The generated diagrams, relative to mkdocs.yml.
 DIAGRAMS = "diagrams"
+#: The smallest label size, in CSS px, a diagram may be shown at.
+MIN_LABEL_PX = 11
 
 
 def _diagram_dir(config: MkDocsConfig) -> Path:
@@ -104,3 +117,53 @@ def on_serve(server: Any, config: MkDocsConfig, builder: Any, **kwargs: Any) -> 
     if directory.is_dir():
         server.watch(str(directory))
     return server
+
+
+#: A rendered diagram image (mkdocs writes ``<img alt=... src=...>``).
+_DIAGRAM_IMG = re.compile(
+    r'<img (?P<attrs>[^>]*\bsrc="(?P<src>(?:\.\./)*diagrams/[^"]+\.svg)"[^>]*)>')
+#: The <a> mkdocs wraps around an image that links to itself.
+_DIAGRAM_LINK = re.compile(r'(<a [^>]*href="(?:\.\./)*diagrams/[^"]+\.svg"[^>]*>\s*)?'
+                           + _DIAGRAM_IMG.pattern + r'(\s*</a>)?')
+
+
+#: A font size set on a label itself (Mermaid writes it inline on
+#: sequence-diagram text) or on the diagram's root, which the rest inherit.
+_LABEL_SIZE = re.compile(r'<(?:text|tspan)\b[^>]*font-size(?::\s*|=")([\d.]+)px')
+_ROOT_SIZE = re.compile(r'<style>#[\w-]+\{[^}]*?font-size:([\d.]+)px')
+
+
+def legible_width(svg: str) -> tuple[float, float]:
+    """(natural width, narrowest legible width) in CSS px of a Mermaid SVG.
+
+    The narrowest legible width scales the smallest label font size to
+    ``MIN_LABEL_PX``.  Sizes in the SVG's class rules are not read (Mermaid
+    declares 10 px for class-diagram parts this site's diagrams never draw):
+    only the labels' own and the root's.  tests/test_docs_site.py measures
+    what Chromium really draws, so a size missed here fails there.
+    """
+    view_box = re.search(r'viewBox="[-\d.]+ [-\d.]+ ([\d.]+) [\d.]+"', svg)
+    if view_box is None:
+        raise ValueError("a diagram SVG without a viewBox")
+    width = float(view_box.group(1))
+    sizes = [float(s) for s in _LABEL_SIZE.findall(svg) + _ROOT_SIZE.findall(svg)[:1]]
+    smallest = min(sizes, default=MIN_LABEL_PX)
+    return width, min(width, width * MIN_LABEL_PX / smallest)
+
+
+def on_page_content(html: str, page: Any, config: MkDocsConfig, files: Files,
+                    **kwargs: Any) -> str:
+    """Called by mkdocs with each page's HTML: show diagrams no smaller than legible."""
+    directory = _diagram_dir(config)
+
+    def wrap(match: re.Match[str]) -> str:
+        svg = directory / Path(match.group("src")).name
+        if not svg.is_file():
+            return match.group(0)      # a broken link: mkdocs --strict reports it
+        natural, legible = legible_width(svg.read_text(encoding="utf-8"))
+        style = f"min-width: {math.ceil(legible)}px; max-width: {math.ceil(natural)}px"
+        image = f'<img {match.group("attrs")} style="{style}">'
+        return (f'<span class="diagram-scroll">{match.group(1) or ""}{image}'
+                f'{match.group(4) or ""}</span>')
+
+    return _DIAGRAM_LINK.sub(wrap, html)
