@@ -25,7 +25,12 @@ HERE = Path(__file__).resolve().parent
 WIDTH = 700
 FONT = "font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif"
 INK, MUTED, PARENT, CHILD, KERNEL, WARN = (
-    "#1f2328", "#57606a", "#0969da", "#1a7f37", "#6e7781", "#bc4c00"
+    "#1f2328",
+    "#57606a",
+    "#0969da",
+    "#1a7f37",
+    "#6e7781",
+    "#bc4c00",
 )
 
 
@@ -34,23 +39,50 @@ class Svg:
         self.height = height
         self.parts = [f"<title>{escape(title)}</title>"]
 
-    def text(self, x: float, y: float, s: str, size: int = 13, *, color: str = INK,
-             anchor: str = "start", weight: str = "normal") -> None:
+    def text(
+        self,
+        x: float,
+        y: float,
+        s: str,
+        size: int = 13,
+        *,
+        color: str = INK,
+        anchor: str = "start",
+        weight: str = "normal",
+    ) -> None:
         self.parts.append(
             f'<text x="{x:g}" y="{y:g}" font-size="{size}" fill="{color}" '
             f'text-anchor="{anchor}" font-weight="{weight}">{escape(s)}</text>'
         )
 
-    def rect(self, x: float, y: float, w: float, h: float, *, stroke: str = INK,
-             fill: str = "#ffffff", dash: bool = False) -> None:
+    def rect(
+        self,
+        x: float,
+        y: float,
+        w: float,
+        h: float,
+        *,
+        stroke: str = INK,
+        fill: str = "#ffffff",
+        dash: bool = False,
+    ) -> None:
         extra = ' stroke-dasharray="5 4"' if dash else ""
         self.parts.append(
             f'<rect x="{x:g}" y="{y:g}" width="{w:g}" height="{h:g}" rx="4" '
             f'fill="{fill}" stroke="{stroke}" stroke-width="1.5"{extra}/>'
         )
 
-    def line(self, x1: float, y1: float, x2: float, y2: float, *, color: str = INK,
-             arrow: bool = True, dash: bool = False) -> None:
+    def line(
+        self,
+        x1: float,
+        y1: float,
+        x2: float,
+        y2: float,
+        *,
+        color: str = INK,
+        arrow: bool = True,
+        dash: bool = False,
+    ) -> None:
         extra = ' stroke-dasharray="5 4"' if dash else ""
         head = ' marker-end="url(#arrow)"' if arrow else ""
         self.parts.append(
@@ -68,7 +100,8 @@ class Svg:
         return (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{self.height}" '
             f'viewBox="0 0 {WIDTH} {self.height}" style="{FONT}">\n'
-            f'<rect width="{WIDTH}" height="{self.height}" fill="#ffffff"/>\n{defs}\n{body}\n</svg>\n'
+            f'<rect width="{WIDTH}" height="{self.height}" fill="#ffffff"/>\n'
+            f"{defs}\n{body}\n</svg>\n"
         )
 
 
@@ -151,18 +184,34 @@ def _sockets(s: Svg, y: float, listener_refs: int, conn_refs: int) -> None:
 
 def fork_descriptors() -> str:
     s = Svg(630, "A descriptor table before and after fork(), and the closes that follow")
-    s.text(350, 22, "Descriptors are per process; the sockets they name are the kernel's",
-           14, anchor="middle", weight="bold")
+    s.text(
+        350,
+        22,
+        "Descriptors are per process; the sockets they name are the kernel's",
+        14,
+        anchor="middle",
+        weight="bold",
+    )
     s.text(350, 48, "kernel: open sockets", 13, anchor="middle", color=KERNEL, weight="bold")
     panels = [
-        ("1. After accept(): the parent holds the listener (3) and the connection (4)",
-         [("3", "listener"), ("4", "connection")], None, (1, 1)),
-        ("2. After fork(): the child holds a copy of every descriptor",
-         [("3", "listener"), ("4", "connection")],
-         [("3", "listener"), ("4", "connection")], (2, 2)),
-        ("3. The parent closes 4, the child closes 3: one owner each",
-         [("3", "listener"), ("4", "closed")],
-         [("3", "closed"), ("4", "connection")], (1, 1)),
+        (
+            "1. After accept(): the parent holds the listener (3) and the connection (4)",
+            [("3", "listener"), ("4", "connection")],
+            None,
+            (1, 1),
+        ),
+        (
+            "2. After fork(): the child holds a copy of every descriptor",
+            [("3", "listener"), ("4", "connection")],
+            [("3", "listener"), ("4", "connection")],
+            (2, 2),
+        ),
+        (
+            "3. The parent closes 4, the child closes 3: one owner each",
+            [("3", "listener"), ("4", "closed")],
+            [("3", "closed"), ("4", "connection")],
+            (1, 1),
+        ),
     ]
     top = 66
     for title, parent, child, (lrefs, crefs) in panels:
