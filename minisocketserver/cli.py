@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tour your own server class instead of the model's")
     tour.add_argument("--handler", metavar="module:Class",
                       help="tour your own request handler class")
+    tour.add_argument("--stdlib", action="store_true",
+                      help="tour the standard library's socketserver instead (sync, "
+                           "threading, forking, udp, unix)")
     return parser
 
 
@@ -95,5 +98,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "echo":
         return run_echo(args.host, args.port, args.model)
     if args.command == "tour":
-        return tour_mod.run_tour(args.model, args.server, args.handler)
+        return tour_mod.run_tour(args.model, args.server, args.handler, stdlib=args.stdlib)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
