@@ -41,7 +41,17 @@ A scenario that lets every lifeline go quiet before its next note (see
 :meth:`Tracer.wait_quiet`) therefore renders byte-identically on every run.
 Idle loop iterations (a ``select`` that timed out, then ``service_actions``
 with nothing to do) are dropped as they happen, so a loop that ticks every
-``poll_interval`` renders like one that slept.
+``poll_interval`` renders like one that slept; a loop that ends on a flag
+after a timed-out wait keeps that wait only, drawn just before its end.
+
+Another implementation.  ``Tracer(subject=module)`` records a module with
+the same API instead of this package -- the standard library's
+``socketserver``, handed in by the caller -- by wrapping the classes
+``inspect.getmembers`` finds in it, the same way (see :class:`Tracer`).
+The first call of a worker thread or a forked child carries ``via``: the
+untraced functions between ``Thread.run`` (or the method that forked) and
+it, read from the interpreter's frames.  That is how a recording shows
+whose code a hand-off runs, in either implementation.
 
 Forked children.  A child inherits the enabled tracer.  Its first recorded
 event notices the new PID, and from then on each event is written to a file

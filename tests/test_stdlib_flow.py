@@ -135,3 +135,11 @@ def test_tour_stdlib_refuses_what_stdlib_lacks() -> None:
     out, err = StringIO(), StringIO()
     assert run_tour("multiplexing", None, None, out, err, stdlib=True) == 2
     assert out.getvalue() == "" and "no 'multiplexing' model" in err.getvalue()
+
+
+def test_every_stdlib_explanation_points_to_a_page_that_exists() -> None:
+    from minisocketserver.tour import EXPLAIN_STDLIB
+
+    assert {chapter for _, chapter in EXPLAIN_STDLIB.values()} == {
+        "docs/stdlib-side-by-side.md"}
+    assert (ROOT / "docs" / "stdlib-side-by-side.md").is_file()
