@@ -11,10 +11,12 @@ import os
 import socketserver as stdlib
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import WAIT
 
 from minisocketserver import tracer as tracer_mod
 from minisocketserver.tour import EchoSession, stdlib_classes
@@ -143,3 +145,36 @@ def test_every_stdlib_explanation_points_to_a_page_that_exists() -> None:
     assert {chapter for _, chapter in EXPLAIN_STDLIB.values()} == {
         "docs/stdlib-side-by-side.md"}
     assert (ROOT / "docs" / "stdlib-side-by-side.md").is_file()
+
+
+@pytest.mark.timeout(30)
+def test_a_polling_loop_renders_the_same_whichever_turn_sees_the_flag(no_leaks: object) -> None:
+    # shutdown() is called while the loop is in service_actions(), after a
+    # wait that timed out: the turn in progress must not reach the diagram,
+    # which must read as the ordinary handshake (the wait, then the end).
+    armed, inside = threading.Event(), threading.Event()
+    tracer = Tracer(subject=stdlib)
+
+    class Server(stdlib.TCPServer):
+        def service_actions(self) -> None:
+            if armed.is_set() and not inside.is_set():
+                inside.set()
+                tracer.wait_for(lambda events: any(
+                    e.method == "shutdown" for e in events), WAIT)
+
+    handler = stdlib_classes("sync", stdlib)
+    assert handler is not None
+    session = EchoSession(tracer, Server, handler[1], poll_interval=0.05)
+    with tracer:
+        session.construct()
+        session.start()
+        tracer.note("shutdown")
+        armed.set()
+        assert inside.wait(WAIT)
+        session.stop()
+    session.close()
+    text = tracer.recording().to_mermaid()
+    after = text.split("Note over")[1].splitlines()[1:]
+    steps = [line.split(": ", 1)[-1] for line in after if "deactivate" not in line]
+    assert steps == ["BaseServer.shutdown()", "[]", "stop flag, read once select() timed out",
+                     "done: serve_forever() returned"]
