@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import socket
 import socketserver as stdlib
 import subprocess
 import sys
@@ -178,3 +179,30 @@ def test_a_polling_loop_renders_the_same_whichever_turn_sees_the_flag(no_leaks: 
     steps = [line.split(": ", 1)[-1] for line in after if "deactivate" not in line]
     assert steps == ["BaseServer.shutdown()", "[]", "stop flag, read once select() timed out",
                      "done: serve_forever() returned"]
+
+
+@pytest.mark.timeout(30)
+def test_stdlib_keeps_an_ended_thread_until_the_next_hand_off(no_leaks: object) -> None:
+    # What the chapter says _Threads.append -> reap does, observed: an ended
+    # worker stays in the list until the next request's append() reaps it.
+    server_class, handler_class = stdlib_classes("threading", stdlib) or (None, None)
+    assert server_class is not None and handler_class is not None
+    server = server_class(("127.0.0.1", 0), handler_class)
+    loop = threading.Thread(target=server.serve_forever, args=(0.05,))
+    loop.start()
+    kept = []
+    try:
+        for _ in range(3):
+            with socket.create_connection(server.server_address, WAIT) as client:
+                client.sendall(b"x")
+                client.shutdown(socket.SHUT_WR)
+                assert client.recv(64) == "x好".encode()
+            for worker in list(server._threads):
+                worker.join(WAIT)
+            kept.append(len(server._threads))
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+    assert kept == [1, 1, 1]  # never the 2 or 3 ended workers
+    assert len(server._threads) == 0  # server_close() joined and emptied it
