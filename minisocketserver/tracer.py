@@ -138,7 +138,7 @@ CHILD_EXIT = "exits, a zombie until waitpid()"
 WAKE = "wake-up byte (socketpair)"
 SERVING_DONE = "done: the loop let the server go"
 #: A loop without a wake-up channel: what ends it, and what shutdown() waits for.
-FLAG_SEEN = "stop flag, read once select() timed out"
+FLAG_SEEN = "stop asked: seen after select() timed out"
 LOOP_RETURNED = "done: serve_forever() returned"
 
 _active: Tracer | None = None
@@ -785,7 +785,7 @@ def _entered_via(frame: Any) -> str:
             break
         names.append(frame.f_code.co_name)
         caller = frame.f_back
-        if caller is not None and caller.f_code is _wrap_code():
+        if caller is not None and caller.f_code is _WRAPPER_CODE:
             break
         frame = caller
     return " -> ".join(reversed(names))
@@ -806,10 +806,9 @@ def _wrap(tracer: Tracer, owner: type, name: str, func: Any, helper: bool) -> An
     return traced
 
 
-@functools.cache
-def _wrap_code() -> Any:
-    """The code object every wrapper shares: how a frame is known to be one."""
-    return _wrap(None, object, "", lambda self: None, False).__code__  # type: ignore[arg-type]
+#: The code object every wrapper runs: how a frame is known to be one.
+_WRAPPER_CODE = next(code for code in _wrap.__code__.co_consts
+                     if inspect.iscode(code) and code.co_name == "traced")
 
 
 @functools.cache

@@ -113,7 +113,7 @@ PROMISES = {
                                  "called by Thread.run\n", "_Threads.append(thread)"],
     "stdlib-request-forking": ["fork()", "called by process_request\n",
                                "exits, a zombie until waitpid()", "reaped child process 1"],
-    "stdlib-shutdown-handshake": ["BaseServer.shutdown()", "stop flag, read once select() "
+    "stdlib-shutdown-handshake": ["BaseServer.shutdown()", "stop asked: seen after select() "
                                   "timed out", "done: serve_forever() returned"],
     "request-threading": ["worker thread 1", "ThreadingMixIn.process_request_thread",
                           "called by Thread.run -> _run_worker"],

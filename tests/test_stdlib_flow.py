@@ -177,7 +177,7 @@ def test_a_polling_loop_renders_the_same_whichever_turn_sees_the_flag(no_leaks: 
     text = tracer.recording().to_mermaid()
     after = text.split("Note over")[1].splitlines()[1:]
     steps = [line.split(": ", 1)[-1] for line in after if "deactivate" not in line]
-    assert steps == ["BaseServer.shutdown()", "[]", "stop flag, read once select() timed out",
+    assert steps == ["BaseServer.shutdown()", "[]", "stop asked: seen after select() timed out",
                      "done: serve_forever() returned"]
 
 
