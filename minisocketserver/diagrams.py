@@ -125,19 +125,25 @@ def _stdlib_echo_handler(module: ModuleType) -> type:
 
 
 def _stdlib_one_request(class_name: str, poll_interval: float = 0.5) -> Scenario:
-    """``_one_request`` on stdlib's ``class_name``, with the same echo handler."""
+    """``_one_request`` on stdlib's ``class_name``, with the same echo handler.
+
+    The handler class is made now, before the tracer is enabled: a class
+    defined afterwards would be traced only through what it inherits.
+    """
+    module = stdlib_socketserver()
+    return _one_request(getattr(module, class_name), _stdlib_echo_handler(module),
+                        poll_interval=poll_interval)
+
+
+def _stdlib_shutdown_handshake() -> Scenario:
+    """``shutdown_handshake`` on stdlib's ``TCPServer`` (the handler made now, as above)."""
+    module = stdlib_socketserver()
+    handler_class = _stdlib_echo_handler(module)
 
     def scenario(tracer: Tracer) -> None:
-        module = stdlib_socketserver()
-        _one_request(getattr(module, class_name), _stdlib_echo_handler(module),
-                     poll_interval=poll_interval)(tracer)
+        _shutdown_handshake(tracer, module.TCPServer, handler_class)
 
     return scenario
-
-
-def stdlib_shutdown_handshake(tracer: Tracer) -> None:
-    module = stdlib_socketserver()
-    _shutdown_handshake(tracer, module.TCPServer, _stdlib_echo_handler(module))
 
 
 def construction(tracer: Tracer) -> None:
@@ -287,7 +293,7 @@ def _flows() -> dict[str, tuple[str, Scenario]]:
                 _stdlib_one_request("ThreadingTCPServer")),
             "stdlib-shutdown-handshake": (
                 "stdlib socketserver: shutdown() from another thread",
-                stdlib_shutdown_handshake),
+                _stdlib_shutdown_handshake()),
         })
         if forking is not None:  # stdlib forks where this package does
             flows["stdlib-request-forking"] = (
