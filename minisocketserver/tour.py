@@ -13,9 +13,11 @@ it, says so, and goes on to the next client.
 
 ``--stdlib`` tours the standard library's ``socketserver`` instead, with
 the same driver and the same tracer, wrapping its classes at run time as it
-wraps ours (see ``Tracer(subject=...)``): nothing of it is copied, and
-``stdlib_socketserver()`` is the one place this package loads it -- as the
-object the instruments record, never as code the library runs.
+wraps ours (see ``Tracer(subject=...)``): nothing of it is copied.  This
+package never loads stdlib's module itself (it is a clean-room
+reimplementation, and ``check-clean-room`` holds it to that): the recorder
+outside it, ``minisocketserver_stdlib.py``, imports it and runs the tour,
+and ``loaded_stdlib()`` finds it in ``sys.modules``.
 
 A ``--server``/``--handler`` that cannot be toured -- a spec that does not
 name a class, a class of the wrong kind, a server and a handler that cannot
@@ -165,14 +167,19 @@ STDLIB_MODELS = {"sync": "TCPServer", "threading": "ThreadingTCPServer",
                  "forking": "ForkingTCPServer", "udp": "UDPServer", "unix": "UnixStreamServer"}
 
 
-def stdlib_socketserver() -> ModuleType:
-    """The standard library's ``socketserver``: the subject of ``--stdlib``.
+def loaded_stdlib() -> ModuleType | None:
+    """The standard library's ``socketserver`` if this process has loaded it, else ``None``.
 
-    Called only by the instruments (``tour --stdlib``, the ``stdlib-*``
-    diagrams), which record it by wrapping its classes at run time; the
-    library itself never calls this.
+    Called by the instruments (``tour --stdlib``, the ``stdlib-*`` diagrams),
+    which record it by wrapping its classes at run time.  It never loads the
+    module: the recorder (``minisocketserver_stdlib.py``) or a test has.  The
+    name may also be this package, installed as the alias (``install()``):
+    that is not stdlib.
     """
-    return importlib.import_module("socketserver")
+    module = sys.modules.get("socketserver")
+    if module is None or module.__name__ != "socketserver":
+        return None
+    return module
 
 
 def stdlib_classes(model: str, module: ModuleType) -> tuple[type, type] | None:
@@ -561,7 +568,11 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     ``stdlib``: tour the standard library's ``socketserver`` (its model's
     server class, with an echo handler built on its handler classes).
     """
-    subject = stdlib_socketserver() if stdlib else None
+    subject = loaded_stdlib() if stdlib else None
+    if stdlib and subject is None:
+        err.write("minisocketserver tour: error: --stdlib needs the standard library's "
+                  "socketserver loaded: run it as python -m minisocketserver tour --stdlib\n")
+        return 2
     try:
         if subject is not None:
             server_class, handler_class = _stdlib_tour_classes(
