@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -166,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tour your own server class instead of the model's")
     tour.add_argument("--handler", metavar="module:Class",
                       help="tour your own request handler class")
+    tour.add_argument("--stdlib", action="store_true",
+                      help="tour the standard library's socketserver instead (sync, "
+                           "threading, forking, udp, unix)")
     # Listed for --help only: main() hands "run" to run_target() before
     # argparse sees it (see run_target for why).
     commands.add_parser(
@@ -184,5 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tour":
         from . import tour as tour_mod
 
-        return tour_mod.run_tour(args.model, args.server, args.handler)
+        if args.stdlib and tour_mod.loaded_stdlib() is None:
+            return _tour_stdlib_in_recorder(argv)
+        return tour_mod.run_tour(args.model, args.server, args.handler, stdlib=args.stdlib)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects others
+
+
+def _tour_stdlib_in_recorder(argv: list[str]) -> int:
+    """Run ``tour --stdlib`` in the recorder, the one program that loads stdlib's module.
+
+    This package never imports the standard library's ``socketserver``: it
+    is a clean-room reimplementation, and a check holds it to that.  The
+    tour of stdlib's flow needs that module only as the object the tracer
+    wraps, so ``minisocketserver_stdlib.py``, installed beside the package,
+    imports it and runs this same command line in a child process.
+    """
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", "minisocketserver_stdlib", *argv])

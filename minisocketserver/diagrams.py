@@ -9,6 +9,18 @@ hand, so a diagram cannot drift from the code: ``--check`` re-records every
 flow and exits 1, naming the files, if a committed ``.mmd`` differs
 (tests/test_diagrams.py runs it).
 
+The ``stdlib-*`` diagrams are the same scenarios run on the standard
+library's ``socketserver``, recorded by the same tracer wrapping its classes
+(``Tracer(subject=...)``).  Stdlib's flow may change between Python
+versions: ``stdlib-<flow>.mmd`` is the recording of ``STDLIB_REFERENCE``
+(3.13), and ``stdlib-<flow>-py3NN.mmd`` exists only for a version whose
+recording differs from it.  Each interpreter checks its own version's file
+(the override, else the reference); one outside 3.10-3.13 skips them.
+
+The ``overview-<model>`` diagrams are folded from the full recordings by
+the declared rule ``OVERVIEW_KEEP``: the hooks a reader must know are kept,
+every other call is folded into the nearest kept call above it.
+
 The SVGs next to them are rendered by ``diagrams/render.sh`` (Mermaid CLI in
 headless Chromium); each records the sha256 of the ``.mmd`` it was drawn
 from, so a stale SVG is caught without rendering anything.
@@ -18,20 +30,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
+import functools
 import inspect
 import io
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from . import handlers, sockets
 from .threading_mixin import ThreadingTCPServer
-from .tour import DatagramEchoHandler, EchoSession
-from .tracer import Recording, Tracer
+from .tour import DatagramEchoHandler, EchoSession, loaded_stdlib
+from .tracer import Event, Recording, Tracer
 
 #: Where the diagrams live: ``diagrams/`` at the root of the source tree
 #: (an installed copy of the package has none: then ``./diagrams``).
@@ -72,6 +88,12 @@ class TimeoutServer(sockets.TCPServer):
 
 Scenario = Callable[[Tracer], None]
 
+#: The Python version whose recordings of stdlib are the ``stdlib-*.mmd``
+#: files; another version's differing recording is ``stdlib-*-py3NN.mmd``.
+STDLIB_REFERENCE = (3, 13)
+#: The versions the package supports: another checks no stdlib diagram.
+STDLIB_VERSIONS = [(3, 10), (3, 11), (3, 12), (3, 13)]
+
 
 def _one_request(server_class: type, handler_class: type, payload: bytes = b"hello\n",
                  poll_interval: float = 0.5) -> Scenario:
@@ -88,6 +110,48 @@ def _one_request(server_class: type, handler_class: type, payload: bytes = b"hel
             tracer.disable()
             session.stop()
             session.close()
+
+    return scenario
+
+
+def _stdlib_echo_handler(module: ModuleType) -> type:
+    """``EchoHandler``, built on ``module``'s own ``StreamRequestHandler``."""
+
+    def handle(self: Any) -> None:
+        for line in self.rfile:
+            self.wfile.write(line)
+
+    return type("EchoHandler", (module.StreamRequestHandler,),
+                {"handle": handle, "__module__": __name__})
+
+
+def _in_recorder_only(tracer: Tracer) -> None:
+    """The scenario of a stdlib flow in a process that has not loaded stdlib's module."""
+    raise RuntimeError("stdlib's flows are recorded in minisocketserver_stdlib (see record())")
+
+
+def _stdlib_one_request(class_name: str, poll_interval: float = 0.5) -> Scenario:
+    """``_one_request`` on stdlib's ``class_name``, with the same echo handler.
+
+    The handler class is made now, before the tracer is enabled: a class
+    defined afterwards would be traced only through what it inherits.
+    """
+    module = loaded_stdlib()
+    if module is None:
+        return _in_recorder_only
+    return _one_request(getattr(module, class_name), _stdlib_echo_handler(module),
+                        poll_interval=poll_interval)
+
+
+def _stdlib_shutdown_handshake() -> Scenario:
+    """``shutdown_handshake`` on stdlib's ``TCPServer`` (the handler made now, as above)."""
+    module = loaded_stdlib()
+    if module is None:
+        return _in_recorder_only
+    handler_class = _stdlib_echo_handler(module)
+
+    def scenario(tracer: Tracer) -> None:
+        _shutdown_handshake(tracer, module.TCPServer, handler_class)
 
     return scenario
 
@@ -111,7 +175,11 @@ def serve_forever_iteration(tracer: Tracer) -> None:
 
 
 def shutdown_handshake(tracer: Tracer) -> None:
-    session = EchoSession(tracer, sockets.TCPServer, EchoHandler)
+    _shutdown_handshake(tracer, sockets.TCPServer, EchoHandler)
+
+
+def _shutdown_handshake(tracer: Tracer, server_class: type, handler_class: type) -> None:
+    session = EchoSession(tracer, server_class, handler_class)
     with _untraced(tracer):
         session.construct()
     session.start()
@@ -222,21 +290,167 @@ def _flows() -> dict[str, tuple[str, Scenario]]:
     if hasattr(_package, "ServerGroup"):
         flows["server-group"] = ("ServerGroup: one loop serving a TCP and a UDP server",
                                  server_group)
+    threadpool = getattr(_package, "ThreadPoolTCPServer", None)
+    if threadpool is not None:
+        flows["request-threadpool"] = ("A request on ThreadPoolTCPServer",
+                                       _one_request(threadpool, EchoHandler))
+    if sys.version_info[:2] in STDLIB_VERSIONS:
+        flows.update({
+            "stdlib-request-sync": ("stdlib socketserver.TCPServer: "
+                                    "a request", _stdlib_one_request("TCPServer")),
+            "stdlib-request-threading": (
+                "stdlib socketserver.ThreadingTCPServer: a request",
+                _stdlib_one_request("ThreadingTCPServer")),
+            "stdlib-shutdown-handshake": (
+                "stdlib socketserver: shutdown() from another thread",
+                _stdlib_shutdown_handshake()),
+        })
+        if forking is not None:  # stdlib forks where this package does
+            flows["stdlib-request-forking"] = (
+                "stdlib socketserver.ForkingTCPServer: "
+                "fork, child, reaping", _stdlib_one_request("ForkingTCPServer", 0.1))
     return flows
 
 
+# -- overviews: the full recordings, folded by a declared rule ------------------
+
+#: Overview stem -> (the full recording it is folded from, the methods kept).
+#: A kept method's call is drawn; any other call is folded into the nearest
+#: kept call above it on its lifeline (its kept callees are drawn from
+#: there).  Returns are drawn only where they carry a value.  Nothing else
+#: is chosen by hand.
+OVERVIEW_KEEP: dict[str, tuple[str, frozenset[str]]] = {
+    "overview-sync": ("request-sync", frozenset({
+        "serve_forever", "get_request", "verify_request", "process_request",
+        "finish_request", "setup", "handle", "finish", "shutdown_request"})),
+    "overview-threading": ("request-threading", frozenset({
+        "serve_forever", "get_request", "process_request", "process_request_thread",
+        "finish_request", "setup", "handle", "finish", "shutdown_request"})),
+    "overview-threadpool": ("request-threadpool", frozenset({
+        "serve_forever", "get_request", "process_request", "process_request_thread",
+        "finish_request", "setup", "handle", "finish", "shutdown_request"})),
+    "overview-forking": ("request-forking", frozenset({
+        "serve_forever", "get_request", "process_request", "finish_request", "handle",
+        "shutdown_request", "collect_children"})),
+    "overview-multiplexing": ("multiplexing", frozenset({
+        "serve_forever", "process_request", "setup", "data_received",
+        "send", "eof_received", "close", "finish", "shutdown_request"})),
+}
+#: At most this many arrows in an overview (tests/test_diagrams.py holds it).
+OVERVIEW_MAX_ARROWS = 12
+
+
+def fold(recording: Recording, keep: frozenset[str]) -> Recording:
+    """``recording`` with every call not in ``keep`` folded into its caller.
+
+    A folded call disappears with its return; the kept calls it made are
+    drawn from the nearest kept call above them on the lifeline.  An arrow
+    from or to a folded event (a child's exit ending a ``select``) moves to
+    the nearest kept event of the same lifeline, so no hand-off is lost.
+    """
+    idle = _idle_calls(recording)
+    kept: list[Event] = []
+    stacks: dict[str, list[tuple[Event, bool]]] = {}
+    last_kept: dict[str, str] = {}  # lifeline -> id of its last kept event
+    stand_in: dict[str, str] = {}  # folded event id -> a kept one of its lifeline
+    moved: dict[str, list[tuple[str, str]]] = {}  # waits of folded events, per lifeline
+    for original in recording.events:
+        if original.kind == "note":
+            kept.append(original)
+            continue
+        event = dataclasses.replace(original, after=list(original.after))
+        stack = stacks.setdefault(event.lifeline, [])
+        if event.kind == "call":
+            keeping = event.method in keep and event.id not in idle
+            above = [e for e, k in stack if k]
+            stack.append((event, keeping))
+        else:
+            # A forked child returns from frames it inherited: no call here.
+            keeping = stack.pop()[1] if stack else event.method in keep
+            above = [e for e, k in stack if k]
+        if not keeping:
+            moved.setdefault(event.lifeline, []).extend(event.after)
+            if event.lifeline in last_kept:
+                stand_in[event.id] = last_kept[event.lifeline]
+            continue
+        event.after[:0] = moved.pop(event.lifeline, [])
+        if event.kind == "call" and above:
+            event.caller = above[-1].obj
+        event.depth = len(above)
+        last_kept[event.lifeline] = event.id
+        kept.append(event)
+    for event in kept:
+        event.after = [(stand_in.get(dep, dep), label) for dep, label in event.after]
+    used = {e.lifeline for e in kept}
+    return Recording(kept, [n for n in recording.lifelines if n in used],
+                     polling=recording.polling)
+
+
+def _idle_calls(recording: Recording) -> set[str]:
+    """Ids of the calls that are idle loop steps, return included (a reap of nothing)."""
+    idle: set[str] = set()
+    stacks: dict[str, list[Event]] = {}
+    for event in recording.events:
+        stack = stacks.setdefault(event.lifeline, [])
+        if event.kind == "call":
+            stack.append(event)
+        elif event.kind != "note" and stack:
+            call = stack.pop()
+            if call.is_idle() and event.is_idle():
+                idle.add(call.id)
+    return idle
+
+
+def count_arrows(mermaid: str) -> int:
+    """How many arrows (calls, valued returns, hand-offs) a sequence diagram draws."""
+    return sum(1 for line in mermaid.splitlines()
+               if any(arrow in line for arrow in ("->>", "-)", "--x")) and ":" in line)
+
+
 def record(stem: str) -> str:
-    """Run one flow's scenario and return its Mermaid text."""
+    """Run one flow's scenario (or fold its overview's) and return its Mermaid text."""
     if stem == "class-hierarchy":
         return class_hierarchy()
+    if stem.startswith("stdlib-") and loaded_stdlib() is None:
+        return _record_in_recorder(stem)
+    if stem in OVERVIEW_KEEP:
+        source, keep = OVERVIEW_KEEP[stem]
+        title, recording = _recorded(source)
+        # A Mermaid comment: where it comes from, for a reader of the source.
+        return fold(recording, keep).to_mermaid(f"Overview: {title}") + (
+            f"%% folded from {source}.mmd by OVERVIEW_KEEP in minisocketserver/diagrams.py\n")
+    title, recording = _recorded(stem)
+    return recording.to_mermaid(title)
+
+
+def _record_in_recorder(stem: str) -> str:
+    """Record a stdlib flow in the recorder, the one program that loads stdlib's module.
+
+    This package never imports the standard library's ``socketserver`` (a
+    clean-room reimplementation, held to it by ``check-clean-room``); the
+    stdlib diagrams need it only as the object the tracer wraps, so
+    ``minisocketserver_stdlib.py``, installed beside the package, loads it
+    and runs ``record(stem)`` in a child process.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "minisocketserver_stdlib", "record", stem],
+        capture_output=True, text=True, encoding="utf-8", timeout=120, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"recording {stem} in minisocketserver_stdlib failed:\n{done.stderr}")
+    return done.stdout
+
+
+@functools.cache
+def _recorded(stem: str) -> tuple[str, Recording]:
+    """Run one flow's scenario once per process: an overview folds the same recording."""
     title, scenario = _flows()[stem]
-    tracer = Tracer()
+    tracer = Tracer(subject=loaded_stdlib() if stem.startswith("stdlib-") else None)
     tracer.enable()
     try:
         scenario(tracer)
     finally:
         tracer.disable()
-    return _trim_setup(tracer).to_mermaid(title)
+    return title, _trim_setup(tracer)
 
 
 def _trim_setup(tracer: Tracer) -> Recording:
@@ -254,7 +468,44 @@ def _trim_setup(tracer: Tracer) -> Recording:
 
 def stems() -> list[str]:
     """Every diagram this tree produces, in a stable order."""
-    return ["class-hierarchy", *_flows()]
+    flows = _flows()
+    return ["class-hierarchy", *flows,
+            *(stem for stem, (source, _) in OVERVIEW_KEEP.items() if source in flows)]
+
+
+def path_for(directory: Path, stem: str, version: tuple[int, ...] = sys.version_info[:2]) -> Path:
+    """The file ``stem`` is checked against by Python ``version`` (this one).
+
+    A stdlib diagram is this version's own ``-py3NN`` file if there is one;
+    else the reference version's file (see the module docstring).
+    """
+    if not stem.startswith("stdlib-") or version == STDLIB_REFERENCE:
+        return directory / f"{stem}.mmd"
+    own = directory / "{}-py{}{}.mmd".format(stem, *version)
+    return own if own.exists() else directory / f"{stem}.mmd"
+
+
+def write(directory: Path, stem: str, text: str,
+          version: tuple[int, ...] = sys.version_info[:2]) -> Path | None:
+    """Write ``text`` where Python ``version`` keeps ``stem``; the path, if it changed.
+
+    Another version than the reference writes its own file only while its
+    recording differs from the reference's, and removes it once they agree.
+    """
+    path = directory / f"{stem}.mmd"
+    if stem.startswith("stdlib-") and version != STDLIB_REFERENCE:
+        own = directory / "{}-py{}{}.mmd".format(stem, *version)
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            if own.exists():  # this version agrees with the reference again
+                own.unlink()
+                return own
+            return None
+        path = own
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 # -- the class diagram ----------------------------------------------------------
@@ -335,10 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown diagram(s): {', '.join(unknown)}; known: {', '.join(stems())}")
     stale = []
     for stem in names:
-        path = args.dir / f"{stem}.mmd"
         text = record(stem)
-        current = path.read_text(encoding="utf-8") if path.exists() else None
         if args.check:
+            path = path_for(args.dir, stem)
+            current = path.read_text(encoding="utf-8") if path.exists() else None
             if current != text:
                 stale.append(path.name)
                 # What changed in the code's behaviour, in the diagram's terms.
@@ -346,10 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     (current or "").splitlines(), text.splitlines(),
                     f"committed {path.name}", f"recorded {path.name}", lineterm="")
                 print("\n".join(list(diff)[:40]))
-        elif current != text:
-            args.dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
+        else:
+            written = write(args.dir, stem, text)
+            if written is not None:
+                print(f"{'wrote' if written.exists() else 'removed'} {written}")
     if stale:
         print("stale diagrams (regenerate with python -m minisocketserver.diagrams): "
               + ", ".join(stale))

@@ -11,6 +11,14 @@ theirs that runs (a ``parse_line()`` their ``handle()`` calls).  A request
 their ``verify_request()`` refuses is a flow like any other: the tour shows
 it, says so, and goes on to the next client.
 
+``--stdlib`` tours the standard library's ``socketserver`` instead, with
+the same driver and the same tracer, wrapping its classes at run time as it
+wraps ours (see ``Tracer(subject=...)``): nothing of it is copied.  This
+package never loads stdlib's module itself (it is a clean-room
+reimplementation, and ``check-clean-room`` holds it to that): the recorder
+outside it, ``minisocketserver_stdlib.py``, imports it and runs the tour,
+and ``loaded_stdlib()`` finds it in ``sys.modules``.
+
 A ``--server``/``--handler`` that cannot be toured -- a spec that does not
 name a class, a class of the wrong kind, a server and a handler that cannot
 work together -- is refused before anything runs, with one line on stderr
@@ -30,6 +38,7 @@ import socket
 import sys
 import tempfile
 import threading
+from types import ModuleType
 from typing import Any, TextIO
 
 from . import handlers
@@ -121,6 +130,24 @@ EXPLAIN: dict[str, tuple[str, str]] = {
                      "docs/09-shutdown.md"),
 }
 
+#: How the explanations read for stdlib's hooks where its flow is not ours
+#: (``--stdlib``): each says what the recording shows, nothing more.
+EXPLAIN_STDLIB: dict[str, tuple[str, str]] = {
+    "serve_forever": ("the loop: select() with poll_interval as its timeout, dispatch, "
+                      "service_actions, until shutdown()", "docs/stdlib-side-by-side.md"),
+    "select": ("wait for the listener, at most poll_interval: [] means it timed out",
+               "docs/stdlib-side-by-side.md"),
+    "shutdown": ("ask the loop to stop and wait: it stops after its select() times out",
+                 "docs/stdlib-side-by-side.md"),
+    "append": ("keep the new worker thread, so that server_close() can join it",
+               "docs/stdlib-side-by-side.md"),
+    "reap": ("forget the kept threads that have already ended",
+             "docs/stdlib-side-by-side.md"),
+    "join": ("wait for the kept worker threads", "docs/stdlib-side-by-side.md"),
+    "pop_all": ("take every kept thread out of the list, to join them",
+                "docs/stdlib-side-by-side.md"),
+}
+
 #: The server class each MODEL tours.
 MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing"]
 
@@ -133,6 +160,50 @@ class DatagramEchoHandler(handlers.DatagramRequestHandler):
 
     def handle(self) -> None:
         self.wfile.write(self.rfile.read() + SUFFIX)
+
+
+#: The models stdlib has, by the name of its class (``--stdlib``).
+STDLIB_MODELS = {"sync": "TCPServer", "threading": "ThreadingTCPServer",
+                 "forking": "ForkingTCPServer", "udp": "UDPServer", "unix": "UnixStreamServer"}
+
+
+def loaded_stdlib() -> ModuleType | None:
+    """The standard library's ``socketserver`` if this process has loaded it, else ``None``.
+
+    Called by the instruments (``tour --stdlib``, the ``stdlib-*`` diagrams),
+    which record it by wrapping its classes at run time.  It never loads the
+    module: the recorder (``minisocketserver_stdlib.py``) or a test has.  The
+    name may also be this package, installed as the alias (``install()``):
+    that is not stdlib.
+    """
+    module = sys.modules.get("socketserver")
+    if module is None or module.__name__ != "socketserver":
+        return None
+    return module
+
+
+def stdlib_classes(model: str, module: ModuleType) -> tuple[type, type] | None:
+    """``(server class, echo handler class)`` of ``module`` for ``model``, if it has one.
+
+    The handler subclasses the module's own handler classes, so the
+    handler's hooks recorded are the module's, not this package's.
+    """
+    server_class = getattr(module, STDLIB_MODELS.get(model, ""), None)
+    if not isinstance(server_class, type):
+        return None
+    if getattr(server_class, "socket_type", None) == socket.SOCK_DGRAM:
+        def answer(self: Any) -> None:
+            self.wfile.write(self.rfile.read() + SUFFIX)
+
+        return server_class, type("DatagramEchoHandler", (module.DatagramRequestHandler,),
+                                  {"handle": answer, "__module__": __name__})
+
+    def echo(self: Any) -> None:
+        while data := self.request.recv(4096):
+            self.request.sendall(data + SUFFIX)
+
+    return server_class, type("SeedEchoHandler", (module.BaseRequestHandler,),
+                              {"handle": echo, "__module__": __name__})
 
 
 def available_models() -> list[str]:
@@ -287,7 +358,7 @@ class EchoSession:
         # In these models the loop hands the request over and waits again
         # while it is being handled: the driver lets it get there first.
         self.hands_off = issubclass(server_class, ThreadingMixIn) or _is_forking(server_class) \
-            or _is_model(server_class, "ThreadPoolMixIn")
+            or _is_model(server_class, "ThreadPoolMixIn") or _mixes_stdlib(server_class)
 
     def address(self) -> Any:
         if self.unix:
@@ -405,6 +476,17 @@ def _is_forking(server_class: type) -> bool:
     return _is_model(server_class, "ForkingMixIn")
 
 
+def _mixes_stdlib(server_class: type) -> bool:
+    """Whether ``server_class`` uses another module's threading or forking mixin.
+
+    Found by name on the class's MRO: this package does not import stdlib's
+    classes to compare them.
+    """
+    return any(c.__name__ in ("ThreadingMixIn", "ForkingMixIn")
+               and not c.__module__.startswith(__name__.partition(".")[0])
+               for c in server_class.__mro__)
+
+
 def _is_model(server_class: type, mixin: str) -> bool:
     """Whether ``server_class`` uses the package's ``mixin`` (if this tree has it)."""
     found = getattr(sys.modules[__package__ or "minisocketserver"], mixin, None)
@@ -419,8 +501,10 @@ class LivePrinter:
 
     WIDTH = 16
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, stdlib: bool = False) -> None:
         self.out = out
+        #: Explain stdlib's hooks where its flow is not ours (``EXPLAIN_STDLIB``).
+        self.stdlib = stdlib
         self.calls = 0
         #: The reader went away (``tour | head``): stop printing, keep serving.
         self.closed = False
@@ -466,6 +550,8 @@ class LivePrinter:
         # A method of the user's may share a hook's name (a handler's own
         # close()): only a hook gets the hook's explanation.
         known = None if event.helper else EXPLAIN.get(event.method)
+        if self.stdlib and not event.helper:
+            known = EXPLAIN_STDLIB.get(event.method, known)
         if known is None:
             return f"{pad}| {event.owner}.{event.method} (your code)\n"
         text, chapter = known
@@ -475,26 +561,45 @@ class LivePrinter:
 
 
 def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
-             out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the tour; return the exit status (2, with one line on ``err``: bad classes)."""
+             out: TextIO = sys.stdout, err: TextIO = sys.stderr, *,
+             stdlib: bool = False) -> int:
+    """Run the tour; return the exit status (2, with one line on ``err``: bad classes).
+
+    ``stdlib``: tour the standard library's ``socketserver`` (its model's
+    server class, with an echo handler built on its handler classes).
+    """
+    subject = loaded_stdlib() if stdlib else None
+    if stdlib and subject is None:
+        err.write("minisocketserver tour: error: --stdlib needs the standard library's "
+                  "socketserver loaded: run it as python -m minisocketserver tour --stdlib\n")
+        return 2
     try:
-        server_class, handler_class = _tour_classes(model, server_spec, handler_spec)
+        if subject is not None:
+            server_class, handler_class = _stdlib_tour_classes(
+                model, server_spec, handler_spec, subject)
+        else:
+            server_class, handler_class = _tour_classes(model, server_spec, handler_spec)
     except TourSetupError as exc:
         err.write(f"minisocketserver tour: error: {exc}\n")
         return 2
     where = "a temporary path" if getattr(server_class, "address_family", None) == getattr(
         socket, "AF_UNIX", None) else "127.0.0.1, on a port the kernel picks"
+    server_name = server_class.__name__
+    if subject is not None:
+        server_name = f"{subject.__name__}.{server_name}"
     out.write(
-        f"minisocketserver tour, {model} model: {server_class.__name__} serving "
+        f"minisocketserver tour, {model} model: {server_name} serving "
         f"{handler_class.__name__} on {where}.\n"
         "Every line below is a call recorded by minisocketserver.tracer as it happened:\n"
         "the thread (or child process) it ran on, the object, the class whose code ran,\n"
         "then why that step exists and the chapter that explains it.  '->' is a return\n"
         "value, '<~' something another thread or process did that this step waited for.\n"
     )
-    printer = LivePrinter(out)
-    tracer = Tracer(on_event=printer)
-    poll = 0.1 if _is_forking(server_class) else 0.5
+    printer = LivePrinter(out, stdlib=subject is not None)
+    tracer = Tracer(on_event=printer, subject=subject)
+    forks = _is_forking(server_class) or any(
+        c.__name__ == "ForkingMixIn" for c in server_class.__mro__)
+    poll = 0.1 if forks else 0.5
     session = EchoSession(tracer, server_class, handler_class, poll_interval=poll)
     replies = []
     refused = []
@@ -531,12 +636,30 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     )
     if refused:
         out.write(f"Refused by verify_request(): {', '.join(refused)}.\n")
+    if subject is not None:
+        out.write(
+            "The same flows as diagrams: diagrams/stdlib-*.svg, beside ours in "
+            "docs/stdlib-side-by-side.md.\n")
+        return 0
     out.write(
         "The same flows as diagrams: diagrams/*.svg (regenerate with "
         "python -m minisocketserver.diagrams); the walkthrough starts at "
         "docs/01-blocking-server.md.\n"
     )
     return 0
+
+
+def _stdlib_tour_classes(model: str, server_spec: str | None, handler_spec: str | None,
+                         subject: ModuleType) -> tuple[type, type]:
+    """Stdlib's classes for ``model``; :class:`TourSetupError` if it has none."""
+    if server_spec or handler_spec:
+        raise TourSetupError("--stdlib tours the standard library's own classes: "
+                             "--server and --handler are for this package's")
+    classes = stdlib_classes(model, subject)
+    if classes is None:
+        raise TourSetupError(f"stdlib's {subject.__name__} has no {model!r} model; try one of "
+                             f"{', '.join(m for m in MODELS if m in STDLIB_MODELS)}")
+    return classes
 
 
 def _tour_classes(model: str, server_spec: str | None,

@@ -41,7 +41,17 @@ A scenario that lets every lifeline go quiet before its next note (see
 :meth:`Tracer.wait_quiet`) therefore renders byte-identically on every run.
 Idle loop iterations (a ``select`` that timed out, then ``service_actions``
 with nothing to do) are dropped as they happen, so a loop that ticks every
-``poll_interval`` renders like one that slept.
+``poll_interval`` renders like one that slept; a loop that ends on a flag
+after a timed-out wait keeps that wait only, drawn just before its end.
+
+Another implementation.  ``Tracer(subject=module)`` records a module with
+the same API instead of this package -- the standard library's
+``socketserver``, handed in by the caller -- by wrapping the classes
+``inspect.getmembers`` finds in it, the same way (see :class:`Tracer`).
+The first call of a worker thread or a forked child carries ``via``: the
+untraced functions between ``Thread.run`` (or the method that forked) and
+it, read from the interpreter's frames.  That is how a recording shows
+whose code a hand-off runs, in either implementation.
 
 Forked children.  A child inherits the enabled tracer.  Its first recorded
 event notices the new PID, and from then on each event is written to a file
@@ -62,13 +72,14 @@ import functools
 import inspect
 import json
 import os
+import selectors
 import shutil
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any
 
 from .handlers import BaseRequestHandler
@@ -113,11 +124,22 @@ LIBRARY_MODULES = frozenset({
     "minisocketserver.server_group", "minisocketserver.threadpool_mixin",
 })
 
+#: Names a subject module's classes define that are no step of its flow:
+#: the context-manager protocol, the accessor its selector calls on
+#: ``register()``, and a handler's byte-stream plumbing (``wfile.write``).
+SUBJECT_NOT_STEPS = frozenset({"__enter__", "__exit__", "fileno", "writable", "write"})
+
+#: The method every loop waits in (the reactor's, or a subject's selector's).
+_WAIT = "select"
+
 #: Labels of the arrows drawn between lifelines.
 FORK = "fork()"
 CHILD_EXIT = "exits, a zombie until waitpid()"
 WAKE = "wake-up byte (socketpair)"
 SERVING_DONE = "done: the loop let the server go"
+#: A loop without a wake-up channel: what ends it, and what shutdown() waits for.
+FLAG_SEEN = "stop asked: seen after select() timed out"
+LOOP_RETURNED = "done: serve_forever() returned"
 
 _active: Tracer | None = None
 _active_lock = threading.Lock()
@@ -151,6 +173,11 @@ class Event:
     #: A method of the user's that is no hook (``parse_line``): the library
     #: gives its name no meaning, whatever it is called.
     helper: bool = False
+    #: On the first call of a worker thread or a forked child: the Python
+    #: functions that led to it from ``Thread.run`` or from the traced
+    #: method that forked (``"Thread.run -> _run_worker"``), read from the
+    #: interpreter's frames -- the untraced code of a hand-off.
+    via: str = ""
 
     @property
     def qualname(self) -> str:
@@ -190,10 +217,29 @@ class Tracer:
     ``on_event`` is called with each event as it is recorded (under the
     tracer's lock, in recording order): the tour prints from it.  If it
     raises, it is not called again and ``disable()`` raises its exception.
+
+    ``subject``: record another implementation of the same API instead of
+    this package -- the standard library's ``socketserver``, handed in by
+    the caller (this module never imports it).  Its classes are found by
+    introspection (``inspect.getmembers``), and every method each defines
+    is a hook but ``SUBJECT_NOT_STEPS`` (and dunders; ``__init__`` is kept
+    on servers); the selector class its namespace holds gets its
+    ``select`` traced, so the loop's wait is recorded like the reactor's.
     """
 
-    def __init__(self, on_event: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, on_event: Callable[[Event], None] | None = None, *,
+                 subject: ModuleType | None = None) -> None:
         self._on_event = on_event
+        self._subject = subject
+        # A subject's selector is its own choice of library code, not the user's.
+        self._library_modules = LIBRARY_MODULES if subject is None else frozenset(
+            {subject.__name__, selectors.__name__})
+        self._roots = _subject_roots(subject) if subject is not None else _library_roots()
+        # Handler objects are numbered (one per request), servers are not.
+        self._handler_roots: tuple[type, ...] = (BaseRequestHandler,) if subject is None else \
+            tuple(root for root, _ in self._roots if vars(root).keys() >= _HANDLER_STEPS)
+        self._wait_classes: tuple[type, ...] = tuple(
+            root for root, _ in self._roots if issubclass(root, (Reactor, selectors.BaseSelector)))
         self._callback_error: Exception | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -211,6 +257,7 @@ class Tracer:
         self._enabled = False
         self._pid = os.getpid()
         self._child_fd: int | None = None
+        self._child_first = False  # a forked child's next call is its first
         self._child_count = 0
         self._child_dir = ""
         self._loaded: set[int] = set()
@@ -228,13 +275,19 @@ class Tracer:
             if self._recording is not None:
                 raise RuntimeError("this Tracer has finished its recording: use a new one")
             self._child_dir = tempfile.mkdtemp(prefix="minisocketserver-trace-")
-            for cls, hooks, helpers in _traced_classes():
+            for cls, hooks, helpers in _traced_classes(self._roots):
                 for name in sorted((hooks | helpers) & vars(cls).keys()):
                     original = vars(cls)[name]
                     if inspect.isfunction(original):
                         self._wrapped.append((cls, name, original))
                         helper = name not in hooks
                         setattr(cls, name, _wrap(self, cls, name, original, helper))
+            for cls in self._wait_classes:
+                # A selector class inherits select(): the wrapper goes on
+                # the class itself and is deleted again, not restored.
+                if not issubclass(cls, Reactor) and _WAIT not in vars(cls):
+                    self._wrapped.append((cls, _WAIT, None))
+                    setattr(cls, _WAIT, _wrap(self, cls, _WAIT, getattr(cls, _WAIT), False))
             self._enabled = True
             _active = self
 
@@ -245,7 +298,10 @@ class Tracer:
             if not self._enabled:
                 return
             for cls, name, original in reversed(self._wrapped):
-                setattr(cls, name, original)
+                if original is None:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, original)
             self._wrapped.clear()
             _active = None
         with self._lock:
@@ -254,7 +310,8 @@ class Tracer:
                 self._settle_buffer(lifeline)
             for pid in self._child_files():
                 self._load_child(pid)
-            self._recording = Recording(list(self._events), list(self._lifeline_order))
+            self._recording = Recording(list(self._events), list(self._lifeline_order),
+                                        polling=self._subject is not None)
             # Let the servers, handlers and threads seen go.
             self._keep_alive.clear()
             self._lifelines.clear()
@@ -350,13 +407,17 @@ class Tracer:
                 owner.__name__, name, _format_args(func, args, kwargs),
                 depth=len(lifeline.stack),
                 caller=lifeline.stack[-1].obj if lifeline.stack else "",
-                user=func.__module__ not in LIBRARY_MODULES, helper=helper,
+                user=func.__module__ not in self._library_modules, helper=helper,
             )
             if not lifeline.stack and name == "process_request_thread" and not helper:
                 spawner = self._last_call.get((obj, "process_request"))
                 if spawner is not None:
                     event.spawned_by = (spawner.lifeline, spawner.obj)
                     event.after.append((spawner.id, ""))
+                    event.via = _entered_via(sys._getframe(2))
+            elif self._child_first:
+                self._child_first = False
+                event.via = _entered_via(sys._getframe(2))
             self._last_call[(obj, name)] = event
             frame = _Frame(event, obj, name, target)
             if name == "collect_children" and not helper:
@@ -415,7 +476,9 @@ class Tracer:
             base = type(target).__name__
             count = self._label_counts.get(base, 0) + 1
             self._label_counts[base] = count
-            numbered = isinstance(target, BaseRequestHandler) or count > 1
+            numbered = isinstance(target, self._handler_roots) or count > 1
+            if self._subject is not None and type(target).__module__ == self._subject.__name__:
+                base = f"{self._subject.__name__}.{base}"  # never mistaken for ours
             label = f"{base} ({count})" if numbered else base
             self._labels[id(target)] = label
             self._keep_alive.append(target)
@@ -447,6 +510,15 @@ class Tracer:
         if buffer is None:
             self._publish(event)
             return
+        if event.kind == "return" and event.method == "serve_forever" and all(
+                e.is_idle() for e in buffer):
+            # A polling loop that ends on a flag: whether it read the flag
+            # before or after its last service_actions() is the scheduler's
+            # choice.  Keep the wait that timed out, drawn just before the
+            # end (after the shutdown() call that set the flag).
+            del buffer[2:]
+            for offset, waited in enumerate(buffer[1:], start=1):
+                waited.key = (event.key[0], offset - len(buffer))
         buffer.append(event)
         if not event.is_idle():
             self._flush(lifeline)
@@ -485,7 +557,7 @@ class Tracer:
             if loops_only and lifeline.stack[0].method != "serve_forever":
                 continue
             top = lifeline.stack[-1]
-            if top.method != "select" or not isinstance(top.target, Reactor):
+            if top.method != "select" or not isinstance(top.target, self._wait_classes):
                 return False
         return loops_only or not self._child_files()
 
@@ -503,6 +575,7 @@ class Tracer:
         fork_key = self._seq
         self._lifelines = {}
         child = self._lifelines[thread] = _Lifeline("child process")
+        self._child_first = True
         first_after: list[tuple[str, str]] = []
         if parent is not None:
             child.stack = list(parent.stack)
@@ -595,12 +668,8 @@ def _default_name(method: str) -> str:
     }.get(method, "thread")
 
 
-def _traced_classes() -> Iterator[tuple[type, frozenset[str], frozenset[str]]]:
-    """Every class that may define a hook: ``(class, its hooks, its helpers)``.
-
-    Helpers are the plain methods of the user's classes (see the module
-    docstring); a class of the library or the standard library has none.
-    """
+def _library_roots() -> list[tuple[type, frozenset[str]]]:
+    """This package's classes that define hooks, each with its hook names."""
     roots: list[tuple[type, frozenset[str]]] = [
         (BaseServer, SERVER_HOOKS),
         (ThreadingMixIn, SERVER_HOOKS),
@@ -623,7 +692,49 @@ def _traced_classes() -> Iterator[tuple[type, frozenset[str], frozenset[str]]]:
         root = getattr(package, name, None)
         if isinstance(root, type):
             roots.append((root, hooks))
+    return roots
+
+
+_HANDLER_STEPS = frozenset({"setup", "handle", "finish"})
+
+
+def _subject_roots(subject: ModuleType) -> list[tuple[type, frozenset[str]]]:
+    """Another implementation's classes, found by introspection, with their hooks.
+
+    Every class the module defines, and the selector class its namespace
+    holds; the hooks are the plain methods the module's classes define
+    (``vars()``), but ``SUBJECT_NOT_STEPS`` and dunders.  ``__init__`` is
+    kept on servers (the constructor is a step of theirs) and dropped on
+    handlers, as this package's handlers are traced.
+    """
+    own = [cls for _, cls in inspect.getmembers(subject, inspect.isclass)
+           if cls.__module__ == subject.__name__]
+    names: set[str] = set()
+    for cls in own:
+        names.update(name for name, value in vars(cls).items() if inspect.isfunction(value))
+    names -= SUBJECT_NOT_STEPS
+    steps = frozenset(n for n in names if not (n.startswith("__") and n.endswith("__")))
+    roots: list[tuple[type, frozenset[str]]] = []
+    for cls in own:
+        servers = "serve_forever" in dir(cls)
+        roots.append((cls, steps | {"__init__"} if servers else steps))
+    roots.extend((cls, frozenset({"select"})) for _, cls in inspect.getmembers(subject)
+                 if isinstance(cls, type) and issubclass(cls, selectors.BaseSelector))
+    return roots
+
+
+def _traced_classes(
+    roots: list[tuple[type, frozenset[str]]] | None = None,
+) -> Iterator[tuple[type, frozenset[str], frozenset[str]]]:
+    """Every class that may define a hook: ``(class, its hooks, its helpers)``.
+
+    ``roots``: the library's (the default), or a subject's.  Helpers are
+    the plain methods of the user's classes (see the module docstring); a
+    class of the library or the standard library has none.
+    """
     seen: set[type] = set()
+    if roots is None:
+        roots = _library_roots()
     for root, hooks in roots:
         for cls in _with_subclasses(root):
             # The user's own bases come along: a mixin of the user's is no
@@ -658,6 +769,28 @@ def _with_subclasses(root: type) -> Iterator[type]:
         pending.extend(cls.__subclasses__())
 
 
+def _entered_via(frame: Any) -> str:
+    """The calls from the start of a thread (or a forking method) down to ``frame``.
+
+    ``frame`` is the caller of a traced wrapper; the walk stops at
+    ``Thread.run`` or at the body of a method that is itself traced (the
+    one that forked), and at worst after a few frames.
+    """
+    names: list[str] = []
+    for _ in range(8):
+        if frame is None:
+            break
+        if frame.f_globals.get("__name__") == "threading":
+            names.append(f"Thread.{frame.f_code.co_name}")
+            break
+        names.append(frame.f_code.co_name)
+        caller = frame.f_back
+        if caller is not None and caller.f_code is _WRAPPER_CODE:
+            break
+        frame = caller
+    return " -> ".join(reversed(names))
+
+
 def _wrap(tracer: Tracer, owner: type, name: str, func: Any, helper: bool) -> Any:
     @functools.wraps(func)
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -671,6 +804,11 @@ def _wrap(tracer: Tracer, owner: type, name: str, func: Any, helper: bool) -> An
         return result
 
     return traced
+
+
+#: The code object every wrapper runs: how a frame is known to be one.
+_WRAPPER_CODE = next(code for code in _wrap.__code__.co_consts
+                     if inspect.iscode(code) and code.co_name == "traced")
 
 
 @functools.cache
@@ -703,7 +841,7 @@ def _format_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> st
 
 
 def _format_result(method: str, result: Any) -> str:
-    if method == "select":
+    if method == "select" and isinstance(result, list):
         return "[" + ", ".join(_ready_name(work) for work in result) + "]"
     if method == "get_request":
         return "(request, client_address)"
@@ -713,6 +851,8 @@ def _format_result(method: str, result: Any) -> str:
 
 
 def _ready_name(work: Any) -> str:
+    if isinstance(work[0], selectors.SelectorKey):  # a selector's (key, events) pairs
+        return type(work[0].fileobj).__name__
     function, argument = work  # Reactor.select's (function, argument) pairs
     if function is run_callback:  # a timer or posted callback: name what it runs
         function = argument
@@ -743,9 +883,13 @@ class _Arrow:
 class Recording:
     """A finished recording, rendered deterministically (see the module docstring)."""
 
-    def __init__(self, events: list[Event], lifelines: list[str]) -> None:
+    def __init__(self, events: list[Event], lifelines: list[str], *,
+                 polling: bool = False) -> None:
         self.events = events
         self.lifelines = lifelines
+        #: Recorded from an implementation whose loop polls (no wake-up
+        #: channel): its serve_forever() ends when a wait times out.
+        self.polling = polling
 
     def ordered(self) -> list[tuple[Event, list[_Arrow]]]:
         """The events in canonical order, each with the arrows drawn before it."""
@@ -792,7 +936,23 @@ class Recording:
             done = [r for r in released if r.obj == event.obj and r.key > call.key]
             if done:
                 waits.setdefault(event.id, []).append((done[0].id, SERVING_DONE))
+            elif self.polling:
+                self._polled_shutdown(hooks, call, event, waits)
         return waits
+
+    @staticmethod
+    def _polled_shutdown(hooks: list[Event], call: Event, returned: Event,
+                         waits: dict[str, list[tuple[str, str]]]) -> None:
+        """A loop with no wake-up channel: it ends after shutdown() was called.
+
+        Its ``serve_forever`` returns after the call (once a wait timed
+        out), and ``shutdown()`` returns after that; drawn as two waits.
+        """
+        ended = [e for e in hooks if e.kind == "return" and e.method == "serve_forever"
+                 and e.obj == call.obj and call.key < e.key < returned.key]
+        if ended:
+            waits.setdefault(ended[0].id, []).append((call.id, FLAG_SEEN))
+            waits.setdefault(returned.id, []).append((ended[0].id, LOOP_RETURNED))
 
     def _schedule(self, segment: list[Event], by_id: dict[str, Event],
                   waits: dict[str, list[tuple[str, str]]], emitted: set[str],
@@ -884,6 +1044,8 @@ class Recording:
                     source, arrow_kind = ids[(event.lifeline, caller)], "->>"
                 label = f"{event.qualname}({event.text})"
                 lines.append(f"    {source}{arrow_kind}+{target}: {label}")
+                if event.via:
+                    lines.append(f"    Note right of {target}: called by {event.via}")
                 active[target] = active.get(target, 0) + 1
                 stack.append(source)
                 continue
@@ -918,6 +1080,8 @@ def timeline_lines(event: Event, arrows: Iterable[_Arrow] = (), width: int = 16)
     lines = [f"{pad}<~ {arrow.label} (from {arrow.source[0]})" for arrow in arrows]
     if event.kind == "call":
         lines.append(f"{pad}{event.obj}: {event.qualname}({event.text})")
+        if event.via:
+            lines.append(f"{pad}  (called by {event.via})")
     elif event.kind == "raise" or event.text:
         lines.append(f"{pad}  -> {event.text}")
     elif event.depth == 0:

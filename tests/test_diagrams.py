@@ -19,8 +19,15 @@ EXPECTED = [
     "class-hierarchy", "construction", "serve-forever-iteration", "shutdown-handshake",
     "request-sync", "request-threading", "request-forking", "request-udp", "request-unix",
     "handle-request-timeout", "verify-request-refused", "handler-error",
-    "multiplexing", "server-group",
+    "multiplexing", "server-group", "request-threadpool",
+    "stdlib-request-sync", "stdlib-request-threading", "stdlib-request-forking",
+    "stdlib-shutdown-handshake",
+    "overview-sync", "overview-threading", "overview-threadpool", "overview-forking",
+    "overview-multiplexing",
 ]
+#: Stdlib's recordings of another Python version, where they differ from
+#: the reference (3.13): ``stdlib-<flow>-py3NN``.  None differ in 3.10-3.13.
+VERSIONED = sorted(p.stem for p in DIAGRAMS.glob("stdlib-*-py3*.mmd"))
 
 
 def diagrams_command(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,11 +63,11 @@ def test_check_names_a_stale_diagram(tmp_path: Path) -> None:
 
 def test_every_named_diagram_is_there_with_its_svg() -> None:
     stems = sorted(p.stem for p in DIAGRAMS.glob("*.mmd"))
-    assert stems == sorted(EXPECTED)
-    assert sorted(p.stem for p in DIAGRAMS.glob("*.svg")) == sorted(EXPECTED)
+    assert stems == sorted(EXPECTED + VERSIONED)
+    assert sorted(p.stem for p in DIAGRAMS.glob("*.svg")) == sorted(EXPECTED + VERSIONED)
 
 
-@pytest.mark.parametrize("stem", EXPECTED)
+@pytest.mark.parametrize("stem", EXPECTED + VERSIONED)
 def test_svg_was_rendered_from_the_current_mmd(stem: str) -> None:
     source = (DIAGRAMS / f"{stem}.mmd").read_bytes()
     svg = (DIAGRAMS / f"{stem}.svg").read_text(encoding="utf-8")
@@ -90,9 +97,6 @@ PROMISES = {
     "shutdown-handshake": ["box rgb(238,244,252) loop thread", "shutdown caller",
                            "BaseServer.shutdown()", "wake-up byte (socketpair)",
                            "done: the loop let the server go"],
-    "request-threading": ["worker thread 1", "ThreadingMixIn.process_request_thread"],
-    "request-forking": ["child process 1", "fork()", "exits, a zombie until waitpid()",
-                        "reaped child process 1"],
     "request-udp": ["UDPServer.get_request()", "DatagramRequestHandler.finish()"],
     "request-unix": ["UnixStreamServer"],
     "handle-request-timeout": ["BaseServer.handle_request()", "BaseServer.handle_timeout()"],
@@ -103,6 +107,19 @@ PROMISES = {
     "multiplexing": ["MultiplexedEchoHandler.data_received(data)",
                      "MultiplexedRequestHandler._end()"],
     "server-group": ["ServerGroup.serve_forever", "TCPServer", "UDPServer"],
+    "stdlib-request-sync": ["socketserver.TCPServer", "PollSelector.select(timeout=0.5)",
+                            "BaseServer._handle_request_noblock()", "EchoHandler.handle()"],
+    "stdlib-request-threading": ["ThreadingMixIn.process_request_thread",
+                                 "called by Thread.run\n", "_Threads.append(thread)",
+                                 "EchoHandler.handle()"],
+    "stdlib-request-forking": ["fork()", "called by process_request\n", "EchoHandler.handle()",
+                               "exits, a zombie until waitpid()", "reaped child process 1"],
+    "stdlib-shutdown-handshake": ["BaseServer.shutdown()", "stop asked: seen after select() "
+                                  "timed out", "done: serve_forever() returned"],
+    "request-threading": ["worker thread 1", "ThreadingMixIn.process_request_thread",
+                          "called by Thread.run -> _run_worker"],
+    "request-forking": ["child process 1", "fork()", "exits, a zombie until waitpid()",
+                        "reaped child process 1", "called by process_request -> _run_child"],
     "class-hierarchy": ["ThreadingMixIn <|-- ThreadingTCPServer",
                         "MRO: ThreadingTCPServer → ThreadingMixIn → TCPServer → BaseServer"],
 }
@@ -113,3 +130,64 @@ def test_each_diagram_shows_what_its_chapter_promises(stem: str) -> None:
     text = (DIAGRAMS / f"{stem}.mmd").read_text(encoding="utf-8")
     for promise in PROMISES[stem]:
         assert promise in text, f"{stem}.mmd no longer shows {promise!r}"
+
+
+#: The hooks each overview must keep (and nothing above OVERVIEW_MAX_ARROWS).
+OVERVIEW_HOOKS = {
+    "overview-sync": ["serve_forever", "get_request", "verify_request", "process_request",
+                      "finish_request", "EchoHandler.handle()", "shutdown_request"],
+    "overview-threading": ["process_request(", "-)+p2: ThreadingMixIn.process_request_thread",
+                           "finish_request", "EchoHandler.handle()", "shutdown_request"],
+    "overview-threadpool": ["ThreadPoolMixIn.process_request(", "process_request_thread",
+                            "finish_request", "EchoHandler.handle()", "shutdown_request"],
+    "overview-forking": ["ForkingMixIn.process_request(", "fork()", "finish_request",
+                         "EchoHandler.handle()", "exits, a zombie until waitpid()",
+                         "reaped child process 1"],
+    "overview-multiplexing": ["MultiplexingMixIn.process_request(", "data_received(data)",
+                              "send(data)", "eof_received()", "finish()", "shutdown_request"],
+}
+
+
+@pytest.mark.parametrize("stem", sorted(OVERVIEW_HOOKS))
+def test_each_overview_is_short_and_keeps_the_key_hooks(stem: str) -> None:
+    from minisocketserver.diagrams import OVERVIEW_KEEP, OVERVIEW_MAX_ARROWS, count_arrows
+
+    text = (DIAGRAMS / f"{stem}.mmd").read_text(encoding="utf-8")
+    assert count_arrows(text) <= OVERVIEW_MAX_ARROWS == 12
+    for hook in OVERVIEW_HOOKS[stem]:
+        assert hook in text, f"{stem}.mmd lost {hook!r}"
+    # Folded, not drawn: every call it shows is one the full recording made.
+    source, keep = OVERVIEW_KEEP[stem]
+    full = (DIAGRAMS / f"{source}.mmd").read_text(encoding="utf-8")
+    calls = re.findall(r"->>\+p\d+: (\w+\.(\w+)\()", text)
+    assert calls and all(method in keep and label in full for label, method in calls)
+    assert f"%% folded from {source}.mmd by OVERVIEW_KEEP" in text
+
+
+def test_arrows_are_counted_as_drawn() -> None:
+    from minisocketserver.diagrams import count_arrows
+
+    assert count_arrows("sequenceDiagram\n    p0->>+p1: a()\n    p1-->>-p0: x\n"
+                        "    deactivate p1\n    p1--)p2: fork()\n    p1--x-p0: raises E\n"
+                        "    Note over p0,p1: step\n") == 4
+
+
+def test_each_python_version_checks_its_own_stdlib_file(tmp_path: Path) -> None:
+    from minisocketserver.diagrams import STDLIB_REFERENCE, path_for, write
+
+    other = (3, 10) if STDLIB_REFERENCE != (3, 10) else (3, 11)
+    reference = tmp_path / "stdlib-x.mmd"
+    own = tmp_path / "stdlib-x-py{}{}.mmd".format(*other)
+    assert write(tmp_path, "stdlib-x", "A\n", STDLIB_REFERENCE) == reference
+    # Another version that records the same flow keeps no file of its own...
+    assert write(tmp_path, "stdlib-x", "A\n", other) is None and not own.exists()
+    assert path_for(tmp_path, "stdlib-x", other) == reference
+    # ...one whose flow differs does, and is checked against it alone.
+    assert write(tmp_path, "stdlib-x", "B\n", other) == own
+    assert path_for(tmp_path, "stdlib-x", other) == own
+    assert path_for(tmp_path, "stdlib-x", STDLIB_REFERENCE) == reference
+    assert reference.read_text() == "A\n"
+    # Agreeing again removes it.
+    assert write(tmp_path, "stdlib-x", "A\n", other) == own and not own.exists()
+    # Our own diagrams have one file, whatever the version.
+    assert path_for(tmp_path, "request-sync", other) == tmp_path / "request-sync.mmd"
