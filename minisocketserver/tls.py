@@ -50,14 +50,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import socket
 import ssl
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .admission import AdmissionMixIn
-from .reactor import Reactor
+from .multiplexing_mixin import MultiplexingMixIn
+from .reactor import Reactor, Timer
 from .server import HandlerFactory, logger
 from .sockets import TCPServer
 from .threading_mixin import ThreadingMixIn
@@ -401,3 +403,344 @@ if hasattr(os, "fork"):
             """Reap the children (see ``ForkingMixIn``), then count their last reports."""
             super().server_close()
             self.tls_stats.close()
+
+
+# -- the multiplexing model: TLS on memory BIOs, driven by readiness ------------
+
+#: Plaintext encrypted per step of ``TLSTransport.send()``: one TLS record's
+#: worth, so that what the kernel refuses is at most one record.
+_RECORD = 16 * 1024
+
+
+class TLSTransport:
+    """A non-blocking socket with TLS in between, for the multiplexing model.
+
+    The ``ssl.SSLObject`` (``context.wrap_bio``) never touches the socket:
+    ciphertext goes through two ``MemoryBIO``\\ s, and this object moves it
+    between them and the kernel, never waiting (trio's ``SSLStream`` and
+    asyncio's SSL protocol work the same way).  A ``MultiplexedRequestHandler``
+    gets it as ``self.request`` and uses it as its socket: ``recv()``
+    returns plaintext, ``send()`` takes plaintext.  The session is
+    ``self.request.ssl_object`` (``version()``, ``selected_alpn_protocol()``,
+    ``getpeercert()``, ``cipher()``; the first four are also methods here,
+    as on an ``ssl.SSLSocket``).
+
+    Invariant: ``send()`` reports plaintext as sent only once all of its
+    ciphertext is in the kernel.  Ciphertext the kernel refused is kept,
+    and the plaintext it carries is reported on a later ``send()`` (the
+    caller offers its unsent bytes again, as every caller of
+    ``socket.send`` does); so a handler keeps watching for writability
+    exactly as long as bytes of its are on their way.
+
+    Threads: the loop's thread only, like the handler that owns it.
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self.socket = sock
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.ssl_object = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._cipher = bytearray()  # ciphertext the kernel has not taken yet
+        self._ahead = 0  # plaintext encrypted into _cipher, not yet reported sent
+
+    # -- what a socket offers --------------------------------------------------
+
+    def fileno(self) -> int:
+        return self.socket.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.socket.setblocking(flag)
+
+    def recv(self, bufsize: int) -> bytes:
+        """All the plaintext available now (``bufsize`` is a hint); ``b""`` at the end.
+
+        Raises ``BlockingIOError`` when no whole record has arrived yet.
+        The end is the peer's close_notify, or its FIN without one: a peer
+        that vanishes is not an error.  Everything decrypted is returned,
+        not just ``bufsize`` bytes: what stayed in the memory BIO would not
+        make the socket readable again.
+        """
+        chunks = []
+        while True:
+            try:
+                chunks.append(self.ssl_object.read(_RECORD))
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                if chunks:
+                    break  # the plaintext first; the end on the next call
+                return b""
+            if chunks:
+                break
+            data = self.socket.recv(65536)  # BlockingIOError: nothing more yet
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+        # Reading can make TLS write (a key update): send it along, if it fits.
+        self._flush()
+        return b"".join(chunks)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt ``data`` a record at a time; return the plaintext bytes now in the kernel."""
+        view = memoryview(data).cast("B")
+        accepted = 0
+        if self._ahead:
+            if not self._flush():
+                return 0
+            accepted, self._ahead = self._ahead, 0
+        while accepted < len(view):
+            chunk = view[accepted : accepted + _RECORD]
+            self.ssl_object.write(chunk)
+            if not self._flush():
+                self._ahead = len(chunk)
+                break
+            accepted += len(chunk)
+        return accepted
+
+    def shutdown(self, how: int) -> None:
+        """Send close_notify if a session is up and the kernel takes it now, then ``shutdown()``."""
+        if self.ssl_object.version() is not None:
+            with contextlib.suppress(ssl.SSLError):
+                self.ssl_object.unwrap()  # writes close_notify; the peer's is not awaited
+            with contextlib.suppress(OSError):
+                self._flush()
+        self.socket.shutdown(how)
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def version(self) -> str | None:
+        return self.ssl_object.version()
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self.ssl_object.selected_alpn_protocol()
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        return self.ssl_object.getpeercert(binary_form)
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self.ssl_object.cipher()
+
+    # -- the handshake, driven by the loop -------------------------------------
+
+    def handshake_step(self) -> bool:
+        """Feed what the kernel has to the handshake; True once it is complete.
+
+        Called by the loop when the socket is readable or writable.  Raises
+        ``ssl.SSLError`` (or ``OSError``) when the handshake fails.
+        """
+        try:
+            data = self.socket.recv(65536)
+        except BlockingIOError:
+            pass
+        else:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+        try:
+            self.ssl_object.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except ssl.SSLError:
+            with contextlib.suppress(OSError):
+                self._flush()  # the alert, so the client learns why
+            raise
+        self._flush()
+        return True
+
+    @property
+    def wants_write(self) -> bool:
+        """Whether ciphertext waits for room in the kernel's send buffer."""
+        return bool(self._cipher)
+
+    @property
+    def has_buffered(self) -> bool:
+        """Whether ciphertext was read from the kernel but not decrypted yet."""
+        return self._incoming.pending > 0 or self.ssl_object.pending() > 0
+
+    def _flush(self) -> bool:
+        """Move ciphertext to the kernel as far as it takes it; True if none is left."""
+        self._cipher += self._outgoing.read()
+        while self._cipher:
+            try:
+                sent = self.socket.send(self._cipher)
+            except BlockingIOError:
+                return False
+            del self._cipher[:sent]
+        return True
+
+
+class _Handshaking:
+    """A connection whose handshake the multiplexing loop drives (loop thread only)."""
+
+    __slots__ = ("client_address", "timer", "transport")
+
+    def __init__(self, transport: TLSTransport, client_address: Any) -> None:
+        self.transport = transport
+        self.client_address = client_address
+        self.timer: Timer | None = None
+
+
+class MultiplexingTLSServer(TLSMixIn, MultiplexingMixIn, TCPServer):
+    """TLS with every connection in the loop's thread: the handshake never blocks.
+
+    After admission the handshake runs in the loop, one step per readiness
+    of the socket (``TLSTransport.handshake_step``), its deadline a timer
+    of the reactor; only once it is complete is the handler built, so a
+    failed handshake never reaches ``setup()``.  The handler's
+    ``self.request`` is a ``TLSTransport``: ``data_received`` gets
+    plaintext, ``send()`` encrypts, ``self.request.ssl_object`` is the
+    session.  Connections still in their handshake when the loop lets the
+    server go are closed, as the admission stage closes its own.
+    """
+
+    # Connections in their handshake, owned by the loop's thread.
+    _handshaking: dict[TLSTransport, _Handshaking] | None = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Called by the loop after admission: start the handshake; once done, the handler."""
+        if isinstance(request, TLSTransport):  # the handshake is complete
+            MultiplexingMixIn.process_request(self, request, client_address)
+            self._deliver_buffered(request)
+            return
+        deadline = self.admission_deadline(request)
+        if deadline is None:
+            deadline = time.monotonic() + self.handshake_timeout
+        context = self.context
+        if context is None:
+            raise TypeError(f"{type(self).__name__} has no context: pass context=...")
+        transport = TLSTransport(request, context)
+        handoff = self._handoff_for(request)
+        if handoff is not None:
+            handoff.request = transport
+        reactor = self._reactor
+        if reactor is None:  # handle_request(): no loop to drive it, so wait for it here
+            if self._handshake_blocking(transport, client_address, deadline):
+                MultiplexingMixIn.process_request(self, transport, client_address)
+            else:
+                self.shutdown_request(transport)
+            return
+        request.setblocking(False)
+        reactor.check_watchable(request)
+        state = _Handshaking(transport, client_address)
+        if self._handshaking is None:
+            self._handshaking = {}
+        self._handshaking[transport] = state
+        if handoff is not None:
+            handoff.take()  # the handshake stage owns it from here
+        state.timer = reactor.call_later(
+            max(0.0, deadline - time.monotonic()), lambda: self._handshake_expired(state)
+        )
+        self._handshake_advance(state)
+
+    def _handshake_blocking(
+        self, transport: TLSTransport, client_address: Any, deadline: float
+    ) -> bool:
+        """The handshake of a request served by ``handle_request()``: bounded, on this thread."""
+        sock = transport.socket
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the handshake deadline passed")
+                sock.settimeout(remaining)
+                try:
+                    transport.ssl_object.do_handshake()
+                except ssl.SSLWantReadError:
+                    transport._flush()
+                    data = sock.recv(65536)
+                    if data:
+                        transport._incoming.write(data)
+                    else:
+                        transport._incoming.write_eof()
+                    continue
+                transport._flush()
+                sock.setblocking(False)
+                self.tls_stats.record("completed")
+                return True
+        except TimeoutError as exc:
+            self.tls_stats.record("timed_out")
+            self.handshake_failed(transport, client_address, exc)
+        except (OSError, ValueError) as exc:
+            self.tls_stats.record("failed")
+            self.handshake_failed(transport, client_address, exc)
+        return False
+
+    def _handshake_advance(self, state: _Handshaking) -> None:
+        """One step of a handshake (loop thread): readiness came, or it just started."""
+        transport = state.transport
+        reactor = self._reactor
+        try:
+            done = transport.handshake_step()
+        except (OSError, ValueError) as exc:
+            self._handshake_over(state)
+            self.tls_stats.record("failed")
+            self.handshake_failed(transport, state.client_address, exc)
+            self.shutdown_request(transport)
+            return
+        if not done:
+            if reactor is not None:
+                events = selectors.EVENT_READ
+                if transport.wants_write:
+                    events |= selectors.EVENT_WRITE
+                reactor.watch(transport, events, lambda mask: self._handshake_advance(state))
+            return
+        self._handshake_over(state)
+        self.tls_stats.record("completed")
+        self._take_request(transport, state.client_address, admitted=True)
+
+    def _handshake_expired(self, state: _Handshaking) -> None:
+        """The reactor's timer: the handshake missed its deadline."""
+        state.timer = None
+        self._handshake_over(state)
+        self.tls_stats.record("timed_out")
+        self.handshake_failed(state.transport, state.client_address,
+                              TimeoutError("the handshake deadline passed"))
+        self.shutdown_request(state.transport)
+
+    def _handshake_over(self, state: _Handshaking) -> None:
+        """Stop driving a handshake: unwatch, cancel its timer, forget it."""
+        if self._handshaking is not None:
+            self._handshaking.pop(state.transport, None)
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        if self._reactor is not None:
+            self._reactor.unwatch(state.transport)
+
+    def _deliver_buffered(self, transport: TLSTransport) -> None:
+        """Have the new handler read what arrived with the end of the handshake.
+
+        A client may send its first request right behind its Finished
+        message, in the same segment: the handshake step read both, and
+        the socket will not turn readable for bytes already taken from it.
+        """
+        reactor = self._reactor
+        if reactor is None or not transport.has_buffered or not self._connections:
+            return
+        handler = next(reversed(self._connections))
+        if handler.request is cast(Any, transport):
+            reactor.call_later(0.0, lambda: handler._on_readable(selectors.EVENT_READ))
+
+    def _detach(self, reactor: Reactor) -> None:
+        """Stop watching the connections in their handshake too."""
+        super()._detach(reactor)
+        for state in (self._handshaking or {}).values():
+            reactor.unwatch(state.transport)
+
+    def _serving_ended(self) -> None:
+        """Close the connections still in their handshake: no loop is left to drive them."""
+        handshaking = self._handshaking or {}
+        try:
+            while handshaking:
+                _, state = handshaking.popitem()
+                if state.timer is not None:
+                    state.timer.cancel()
+                with contextlib.suppress(OSError):
+                    self.shutdown_request(state.transport)
+        finally:
+            super()._serving_ended()

@@ -27,6 +27,7 @@ from support import WAIT, Resources, connect, recv_until_eof, serving
 import minisocketserver as ours
 from minisocketserver.tls import (
     ForkingTLSServer,
+    MultiplexingTLSServer,
     ThreadingTLSServer,
     ThreadPoolTLSServer,
     TLSServer,
@@ -34,9 +35,12 @@ from minisocketserver.tls import (
 
 pytestmark = pytest.mark.timeout(60)
 
-MODELS = [TLSServer, ThreadingTLSServer, ThreadPoolTLSServer, ForkingTLSServer]
-#: The models whose handshake runs off the loop's thread, in this process.
-THREADED = [ThreadingTLSServer, ThreadPoolTLSServer]
+MODELS = [
+    TLSServer, ThreadingTLSServer, ThreadPoolTLSServer, ForkingTLSServer, MultiplexingTLSServer,
+]
+#: The models that report a failed handshake in this process, where a test
+#: can wait for it with an event (a forked child cannot set one).
+IN_PROCESS = [ThreadingTLSServer, ThreadPoolTLSServer, MultiplexingTLSServer]
 
 #: Silent clients in the stall tests: more than a pool's 64 workers plus
 #: its queue of 128, and five times ForkingMixIn's 40 children.
@@ -86,6 +90,19 @@ class Session(ours.StreamRequestHandler):
         line = self.rfile.readline()
         tls: ssl.SSLSocket = self.request
         self.wfile.write(f"{tls.version()} {tls.selected_alpn_protocol()} ".encode() + line)
+
+
+class MuxSession(ours.LineRequestHandler):
+    """``Session`` for the multiplexing model: ``self.request`` is a ``TLSTransport``."""
+
+    def line_received(self, line: bytes) -> None:
+        tls = self.request
+        self.send(f"{tls.version()} {tls.selected_alpn_protocol()} ".encode() + line)
+        self.close()
+
+
+def session_for(cls: Any) -> Any:
+    return MuxSession if issubclass(cls, ours.MultiplexingMixIn) else Session
 
 
 def tls_connect(address: Any, context: ssl.SSLContext, timeout: float = WAIT) -> ssl.SSLSocket:
@@ -138,7 +155,7 @@ def test_handler_gets_plaintext_and_the_session(
     The client refuses a ragged EOF (``suppress_ragged_eofs=False``), so the
     reply only reads to its end if the server sent close_notify first.
     """
-    with serving(cls(("127.0.0.1", 0), Session, context=server_context)) as server:
+    with serving(cls(("127.0.0.1", 0), session_for(cls), context=server_context)) as server:
         reply = ask(server.server_address, client_context)
     assert reply == b"TLSv1.3 http/1.1 hello\n"
     assert (server.tls_stats.completed, server.tls_stats.failed) == (1, 0)
@@ -172,7 +189,8 @@ def test_silent_clients_never_hold_up_a_real_one(
 
     Default sizes: a pool of 64 workers and a queue of 128, 40 children.
     """
-    with serving(cls(("127.0.0.1", 0), Session, context=server_context)) as server, \
+    handler = session_for(cls)
+    with serving(cls(("127.0.0.1", 0), handler, context=server_context)) as server, \
             silent_clients(server.server_address):
         elapsed = served_within(server.server_address, client_context)
     print(f"{cls.__name__}: served in {elapsed * 1000:.1f} ms behind {SILENT} silent clients")
@@ -248,7 +266,7 @@ def test_the_314_pattern_does_not_stall_our_classes(
             super().server_activate()
             self.socket = server_context.wrap_socket(self.socket, server_side=True)
 
-    server = HTTPSPattern(("127.0.0.1", 0), Session)  # no context=: the listener's is used
+    server = HTTPSPattern(("127.0.0.1", 0), session_for(cls))  # no context=: the listener's is used
     assert isinstance(server.socket, ssl.SSLSocket)
     with serving(server), silent_clients(server.server_address):
         served_within(server.server_address, client_context)
@@ -272,10 +290,10 @@ class Recorded:
 def recording(cls: Any, timeout: float = 10.0) -> tuple[Any, Recorded]:
     seen = Recorded()
 
-    class Handler(Session):
-        def handle(self) -> None:
+    class Handler(session_for(cls)):  # type: ignore[misc]
+        def setup(self) -> None:
             seen.handled.set()
-            super().handle()
+            super().setup()
 
     class Server(cls):  # type: ignore[misc, valid-type]
         handshake_timeout = timeout
@@ -334,7 +352,7 @@ def test_plain_http_on_the_tls_port_is_counted_not_reported(
     assert not seen.handled.is_set() and seen.errors == []
 
 
-@pytest.mark.parametrize("cls", THREADED)
+@pytest.mark.parametrize("cls", IN_PROCESS)
 def test_a_client_that_rejects_the_certificate_is_counted(
     cls: Any, server_context: ssl.SSLContext, no_leaks: Resources,
 ) -> None:
@@ -347,6 +365,58 @@ def test_a_client_that_rejects_the_certificate_is_counted(
         assert server.tls_stats.failed == 1
     assert isinstance(seen.failures[0], ssl.SSLError)
     assert not seen.handled.is_set() and seen.errors == []
+
+
+# -- the multiplexing model: memory BIOs --------------------------------------
+
+
+class Big(ours.MultiplexedRequestHandler):
+    """Answers any data with a reply far larger than a socket buffer, then closes."""
+
+    size = 4 * 1024 * 1024
+
+    def data_received(self, data: bytes) -> None:
+        self.send(b"x" * self.size)
+        self.close()
+
+
+def test_multiplexing_reply_larger_than_the_socket_buffers(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, no_leaks: Resources,
+) -> None:
+    """Ciphertext the kernel refuses waits, and its plaintext is reported sent only later."""
+    with serving(MultiplexingTLSServer(("127.0.0.1", 0), Big, context=server_context)) as server:
+        assert len(ask(server.server_address, client_context)) == Big.size
+
+
+def test_multiplexing_data_right_behind_the_finished_message(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext, no_leaks: Resources,
+) -> None:
+    """The client's Finished and its request in one segment: the request is still served.
+
+    The handshake step reads both from the kernel; the handler must be
+    given the request although the socket never turns readable again.
+    """
+    with serving(MultiplexingTLSServer(("127.0.0.1", 0), MuxSession,
+                                       context=server_context)) as server:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with connect(server.server_address) as sock:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            tls.write(b"hello\n")
+            sock.sendall(outgoing.read())  # Finished and the request, in one send
+            reply = b""
+            while not reply.endswith(b"\n"):
+                try:
+                    reply += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    incoming.write(sock.recv(65536))
+    assert reply == b"TLSv1.3 http/1.1 hello\n"
 
 
 # -- http.server over TLS, with curl and openssl s_client ------------------------
