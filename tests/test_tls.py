@@ -178,6 +178,58 @@ def test_a_context_is_required(no_leaks: Resources) -> None:
         ThreadingTLSServer(("127.0.0.1", 0), Session, context=client_side)
 
 
+@pytest.mark.parametrize("cls", [TLSServer, ThreadingTLSServer, MultiplexingTLSServer])
+def test_handle_request_serves_one_tls_client(
+    cls: Any, server_context: ssl.SSLContext, client_context: ssl.SSLContext,
+    no_leaks: Resources,
+) -> None:
+    """No loop, so no admission: the handshake is bounded by its deadline alone."""
+    with cls(("127.0.0.1", 0), session_for(cls), context=server_context) as server:
+        replies: list[bytes] = []
+        client = threading.Thread(
+            target=lambda: replies.append(ask(server.server_address, client_context))
+        )
+        client.start()
+        server.handle_request()
+        client.join(WAIT)
+    assert replies == [b"TLSv1.3 http/1.1 hello\n"]
+
+
+# -- the admission stage on its own ------------------------------------------
+
+
+class Admitting(ours.AdmissionMixIn, ours.ThreadPoolTCPServer):
+    """One worker only: a silent client that took it would stall everyone."""
+
+    admission_timeout = 0.5
+    core_workers = max_workers = 1
+
+
+class Echo(ours.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(self.rfile.readline())
+
+
+def test_admission_closes_a_silent_client_and_passes_the_first_bytes_on(
+    no_leaks: Resources,
+) -> None:
+    """The silent client holds no worker; the stage only peeks at the first bytes.
+
+    The speaking client is served by the one worker while the silent one
+    still waits in the loop; the handler reads the very bytes that woke it.
+    """
+    with serving(Admitting(("127.0.0.1", 0), Echo)) as server, \
+            silent_clients(server.server_address, 1) as (silent,):
+        with connect(server.server_address) as client:
+            client.sendall(b"first bytes\n")
+            assert client.recv(64) == b"first bytes\n"
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            silent.recv(1)  # still open, still waiting
+        silent.setblocking(True)
+        assert silent.recv(1) == b""  # closed at admission_timeout
+
+
 # -- silent clients cost a descriptor, not a worker ---------------------------
 
 
