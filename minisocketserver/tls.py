@@ -25,11 +25,21 @@ loop's thread, since that is where its requests run: silent clients still
 wait in the loop, but one that stalls mid-handshake holds the server until
 its deadline.
 
+The multiplexing model has no worker to block, so its handshake runs in
+the loop, never waiting: ``MultiplexingTLSServer`` wraps the connection in
+a ``TLSTransport`` (an ``ssl.SSLObject`` on two ``MemoryBIO`` objects, as trio's
+``SSLStream`` and asyncio's SSL protocol do), advances the handshake one
+step per readiness of the socket, times it with a reactor timer, and
+builds the handler only once it is complete.
+
 Handlers run unchanged: ``self.request`` is the ``ssl.SSLSocket``
 (``version()``, ``selected_alpn_protocol()``, ``getpeercert()``), and a
 ``StreamRequestHandler``'s ``rfile``/``wfile`` carry plaintext.  SNI, ALPN
 and client certificates are the context's business (``sni_callback``,
-``set_alpn_protocols``, ``verify_mode``).
+``set_alpn_protocols``, ``verify_mode``).  A ``MultiplexedRequestHandler``
+gets plaintext in ``data_received`` and its ``send()`` encrypts; its
+``self.request`` is the ``TLSTransport``, with the same methods (and
+``cipher()``), and the session itself as ``self.request.ssl_object``.
 
 Failures are not errors.  A handshake that fails (plain HTTP on the TLS
 port, a certificate the client rejects, a scanner) or misses its deadline
@@ -416,7 +426,7 @@ class TLSTransport:
     """A non-blocking socket with TLS in between, for the multiplexing model.
 
     The ``ssl.SSLObject`` (``context.wrap_bio``) never touches the socket:
-    ciphertext goes through two ``MemoryBIO``\\ s, and this object moves it
+    ciphertext goes through two ``MemoryBIO`` objects, and this object moves it
     between them and the kernel, never waiting (trio's ``SSLStream`` and
     asyncio's SSL protocol work the same way).  A ``MultiplexedRequestHandler``
     gets it as ``self.request`` and uses it as its socket: ``recv()``
