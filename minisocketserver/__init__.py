@@ -34,6 +34,8 @@ forking_mixin.py    ForkingMixIn: a child process per request
 multiplexing_mixin.py  MultiplexingMixIn: every connection in the loop's thread
 server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
+admission.py        AdmissionMixIn: a new connection waits in the loop for its first bytes
+tls.py              TLSMixIn and the TLS servers: the handshake never stalls the loop
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 activation.py       listen_fds(), notify(): listeners inherited from systemd
 alias.py            install(): this package as ``socketserver``, for stdlib's servers
@@ -54,6 +56,7 @@ import os
 import socket
 
 from .activation import listen_fds, listen_fds_with_names, notify
+from .admission import AdmissionMixIn
 from .alias import install
 from .handlers import BaseRequestHandler, DatagramRequestHandler, StreamRequestHandler
 from .multiplexing_mixin import (
@@ -131,3 +134,34 @@ __all__ += ["listen_fds", "listen_fds_with_names", "notify", "plain_address"]
 # and logging.config, which import ``socketserver`` by name, run on these
 # classes (``python -m minisocketserver run`` calls it for you).
 __all__ += ["install"]
+
+# Beyond stdlib: TLS for every stream model, and the admission stage it
+# stands on.  Where Python was built without ssl, the TLS names are absent.
+__all__ += ["AdmissionMixIn"]
+
+try:
+    from .tls import (
+        MultiplexingTLSServer,
+        ThreadingTLSServer,
+        ThreadPoolTLSServer,
+        TLSMixIn,
+        TLSServer,
+        TLSStats,
+        TLSTransport,
+    )
+except ImportError:  # pragma: no cover - no ssl module
+    pass
+else:
+    __all__ += [
+        "TLSMixIn",
+        "TLSServer",
+        "ThreadingTLSServer",
+        "ThreadPoolTLSServer",
+        "MultiplexingTLSServer",
+        "TLSStats",
+        "TLSTransport",
+    ]
+    if hasattr(os, "fork"):
+        from .tls import ForkingTLSServer
+
+        __all__ += ["ForkingTLSServer"]

@@ -9,6 +9,9 @@ subclass may override alone; the indentation is the call stack)::
       _handle_request_noblock()               one readiness -> at most one request
         get_request()                         sockets.py: accept() or recvfrom()
         verify_request(request, addr)         policy: False refuses the request
+        admit_request(request, addr)          admission.py may hold it until its
+                                              first bytes arrive (TLS), then
+                                              resumes here, at process_request
         process_request(request, addr)        the concurrency models override this
           finish_request(request, addr)       builds RequestHandlerClass(...)
           shutdown_request(request)           sockets.py: SHUT_WR, then close_request
@@ -102,7 +105,9 @@ class HandOff:
     (``take()``: the worker, or ``process_request`` right after the worker
     was started, on its behalf) or the loop's error path (``take_back()``).
     A worker that loses leaves the request alone; the loop only shuts it
-    down if it won.
+    down if it won.  A stage that replaces the request on its way (TLS
+    wraps the socket in an ``ssl.SSLSocket``) points ``request`` at the
+    replacement, so that the claims and the loop's error path follow it.
 
     Why ``dict.setdefault``: it is one call into C, so no signal handler
     runs in the middle of it, and no other thread either (the GIL, or the
@@ -136,7 +141,7 @@ class BaseServer:
 
     Methods to override (each docstring says who calls it, and when):
         server_bind, server_activate, get_request, verify_request,
-        process_request, finish_request, shutdown_request, close_request,
+        admit_request, process_request, finish_request, shutdown_request, close_request,
         handle_error, handle_timeout, service_actions.
 
     Class variables:
@@ -375,26 +380,40 @@ class BaseServer:
         if self._backoff is not None:
             self._backoff = None
             logger.warning("%s: accepting connections again", type(self).__name__)
+        self._take_request(request, client_address)
+        return True
+
+    def _take_request(self, request: Any, client_address: Any, *, admitted: bool = False) -> None:
+        """Take an accepted request on: ``verify_request``, ``admit_request``, ``process_request``.
+
+        Called by ``_handle_request_noblock()``, and with ``admitted=True``
+        by an admission stage (admission.py) when a request it held is
+        ready: that one was verified and admitted already, and resumes at
+        ``process_request``.  Error handling as described there.
+        """
         handoff = self._handoff = HandOff(request)
         try:
-            if self.verify_request(request, client_address):
+            if admitted or (
+                self.verify_request(request, client_address)
+                and self.admit_request(request, client_address)
+            ):
                 self.process_request(request, client_address)
-                return True
+                return
         except Exception:
-            self.handle_error(request, client_address)
+            self.handle_error(handoff.request, client_address)
         except BaseException:
             # A SIGINT can land anywhere, also just after a worker took the
             # request over: shutting it down then would cut the connection
             # under the worker (stdlib does).  take_back() fails in that case.
             if handoff.take_back():
-                self.shutdown_request(request)
+                self.shutdown_request(handoff.request)
             raise
         finally:
             self._handoff = None
-        # Refused, or failed before a concurrency model took ownership.
+        # Refused, or failed before a concurrency model (or an admission
+        # stage holding it) took ownership.
         if handoff.take_back():
-            self.shutdown_request(request)
-        return True
+            self.shutdown_request(handoff.request)
 
     def _get_request_failed(self, exc: OSError) -> None:
         """``get_request()`` raised: skip that request, and back off if out of descriptors.
@@ -426,6 +445,19 @@ class BaseServer:
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Called before processing; return ``False`` to refuse the request."""
+        return True
+
+    def admit_request(self, request: Any, client_address: Any) -> bool:
+        """Called by the loop after ``verify_request``: may the request go on now?
+
+        ``True`` (the default): ``process_request`` follows at once.  An
+        admission stage (``admission.AdmissionMixIn``) returns ``False``
+        after claiming the request (``HandOff.take``): it holds the
+        connection in the loop, without a thread, until its first bytes
+        arrive, then resumes the pipeline at ``process_request``.
+        ``False`` without the claim refuses the request, as
+        ``verify_request`` does.
+        """
         return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
