@@ -1,0 +1,254 @@
+"""Hostile review of the issue 10 fixes: each test here FAILS on main (799d796).
+
+Every test names its bug in its docstring.  Servers listen on 127.0.0.1
+only; every wait is bounded (support.WAIT); where a test must show that
+something does NOT happen (a loop spinning, a client never served) it
+watches for a short, stated interval.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from support import WAIT, connect, loop_has_turned, recv_exactly
+
+import minisocketserver as socketserver
+from minisocketserver import forking_mixin
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture
+def thread_errors() -> Iterator[list[BaseException | None]]:
+    """Exceptions that ended a thread during the test (threading.excepthook)."""
+    errors: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        yield errors
+    finally:
+        threading.excepthook = previous
+
+
+class Hello(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        self.wfile.write(b"hi\n")
+
+
+class StdlibStyleReaper(socketserver.ForkingTCPServer):
+    """A ForkingTCPServer subclass written for stdlib: its own reaper, no super()."""
+
+    max_children = 2
+
+    def collect_children(self, *, blocking: bool = False) -> None:
+        for pid in list(self.active_children or ()):
+            try:
+                done, _ = os.waitpid(pid, 0 if blocking else os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.active_children.discard(pid)  # type: ignore[union-attr]
+
+
+def _served(address: Any, patience: float) -> bool:
+    """Whether a client connecting now gets the greeting within ``patience`` s."""
+    with connect(address) as client:
+        client.settimeout(patience)
+        try:
+            return client.recv(3) == b"hi\n"
+        except TimeoutError:
+            return False
+
+
+@pytest.mark.timeout(30)
+def test_forking_collect_children_overridden_without_super_keeps_accepting() -> None:
+    """BUG: ForkingMixIn pauses accepting at max_children and only its OWN
+    collect_children() resumes it.  A stdlib-style subclass that overrides
+    collect_children() (reaping itself, not calling super) makes the server
+    stop accepting for good after max_children connections, although every
+    child was reaped.  Stdlib serves every client with the same subclass."""
+    server = StdlibStyleReaper((HOST, 0), Hello)
+    loop = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    loop.start()
+    try:
+        results = [_served(server.server_address, patience=3.0) for _ in range(4)]
+        assert results == [True] * 4, (results, server.active_children)
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_forking_without_pidfd_service_actions_overridden_keeps_accepting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BUG (the macOS/BSD path, or pidfd_open failing with EMFILE): with no
+    pidfd the only reaper is service_actions(); a stdlib-style subclass that
+    overrides service_actions() without super() (stdlib then merely leaves
+    zombies and keeps serving) makes our server stop accepting for good at
+    max_children."""
+    monkeypatch.setattr(forking_mixin, "_HAVE_PIDFD", False)
+
+    class Periodic(socketserver.ForkingTCPServer):
+        max_children = 2
+        ticks = 0
+
+        def service_actions(self) -> None:  # its own periodic work, no super()
+            self.ticks += 1
+
+    server = Periodic((HOST, 0), Hello)
+    loop = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    loop.start()
+    try:
+        results = [_served(server.server_address, patience=2.0) for _ in range(3)]
+        assert results == [True] * 3, results
+    finally:
+        server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
+        server.collect_children(blocking=True)
+        for pid in list(server.active_children or ()):
+            os.waitpid(pid, 0)  # reap the zombies the override left
+
+
+@pytest.mark.timeout(30)
+def test_group_member_closed_without_shutdown_does_not_spin_the_loop() -> None:
+    """BUG: a ServerGroup member closed with server_close() and no shutdown()
+    stays registered; poll() reports its closed descriptor (POLLNVAL) at
+    once on every wait, accept() fails with EBADF, and the group's loop
+    spins at 100% CPU for as long as the other members are served (measured:
+    0.99 s of CPU per 1 s of wall time, idle).  Expected: the loop stops
+    watching a closed listener (or server_close() takes the member out of the
+    loop, as MultiplexingMixIn.server_close() does)."""
+    plain = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([plain, other])
+    attempts = [0]
+    original = plain._handle_request_noblock
+
+    def counting() -> bool:
+        attempts[0] += 1
+        return original()
+
+    plain._handle_request_noblock = counting  # type: ignore[method-assign]
+    loop = threading.Thread(target=group.serve_forever, daemon=True)
+    loop.start()
+    try:
+        assert _served(other.server_address, patience=WAIT)
+        plain.server_close()  # no shutdown(): the loop still watches it
+        assert _served(other.server_address, patience=WAIT)  # wakes the loop once
+        time.sleep(0.3)  # measuring an absence: how often the loop turns idle
+        assert attempts[0] < 10, f"{attempts[0]} accept() attempts on a closed listener in 0.3 s"
+    finally:
+        group.shutdown()
+        loop.join(WAIT)
+        group.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_group_member_closed_at_its_thread_limit_does_not_kill_the_group(
+    thread_errors: list[BaseException | None],
+) -> None:
+    """BUG: a member paused at max_threads (or queue full, max_children, an
+    EMFILE back-off) and then closed without shutdown(): when its worker
+    finishes, _resume_accepting() re-watches the closed listener and
+    selector.register() raises ValueError('Invalid file descriptor: -1')
+    OUT OF serve_forever(): the whole ServerGroup stops serving every other
+    member.  (Seen unprovoked for ForkingTCPServer in a stress run of
+    server_close()/shutdown()/drain() from several threads.)"""
+    release = threading.Event()
+
+    class Held(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"hi\n")
+            release.wait(WAIT)
+
+    class Limited(socketserver.ThreadingTCPServer):
+        max_threads = 1
+
+    limited = Limited((HOST, 0), Held)
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([limited, other])
+    died: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            group.serve_forever()
+        except BaseException as exc:
+            died.append(exc)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
+    try:
+        with connect(limited.server_address) as holder:
+            assert recv_exactly(holder, 3) == b"hi\n"  # its one worker is busy
+            loop_has_turned(other)
+            limited.server_close()  # no shutdown()
+            release.set()
+            for thread in list(limited._threads):
+                thread.join(WAIT)
+            loop.join(0.5)  # the loop must NOT end
+            assert not died, f"the group's loop died: {died!r}"
+            assert _served(other.server_address, patience=WAIT)
+    finally:
+        release.set()
+        if loop.is_alive():
+            group.shutdown()
+            loop.join(WAIT)
+        group.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_threading_server_close_while_a_worker_is_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BUG (issue 10 item 2 promised this error gone): ThreadingMixIn registers a
+    worker before Thread.start(); server_close() from another thread while
+    the loop is inside start() calls join() on it and raises
+    RuntimeError('cannot join thread before it is started').  The pool waits
+    for such a start (_Pool._starting); the per-thread model does not.  A
+    stress of server_close()/shutdown()/drain() from several threads hit it
+    unprovoked (1 in 40 runs); here start() is held open to make it certain."""
+    in_start = threading.Event()
+    go = threading.Event()
+    original_start = threading.Thread.start
+
+    def held_start(self: threading.Thread) -> None:
+        if threading.current_thread().name == "review-loop":
+            in_start.set()
+            go.wait(WAIT)
+        original_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", held_start)
+    server = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    loop = threading.Thread(target=server.serve_forever, name="review-loop", daemon=True)
+    original_start(loop)
+    closer_error: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            server.server_close()
+        except BaseException as exc:
+            closer_error.append(exc)
+
+    closer = threading.Thread(target=close, daemon=True)
+    try:
+        with connect(server.server_address) as client:
+            assert in_start.wait(WAIT)
+            original_start(closer)
+            closer.join(0.2)  # it must wait for the start, not fail
+            go.set()
+            closer.join(WAIT)
+            assert client.recv(3) == b"hi\n"
+        assert not closer_error, closer_error
+    finally:
+        go.set()
+        server.shutdown()
+        loop.join(WAIT)
