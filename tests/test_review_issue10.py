@@ -9,7 +9,6 @@ watches for a short, stated interval.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -252,3 +251,59 @@ def test_threading_server_close_while_a_worker_is_starting(
         go.set()
         server.shutdown()
         loop.join(WAIT)
+
+
+def _pidfds() -> set[int]:
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]":
+                found.add(int(name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux-only")
+def test_an_interrupt_right_after_pidfd_open_leaks_no_descriptor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BUG (new with the pidfd reaping of item 3): ForkingMixIn._watch_exit()
+    holds the raw number from os.pidfd_open() in a local until it is stored
+    in _exit_watches; a KeyboardInterrupt landing in between (any bytecode
+    of the loop's thread, e.g. Ctrl-C) leaks the descriptor for the life of
+    the process: no object owns it, so nothing ever closes it.  Seen
+    unprovoked in a SIGINT storm against serve_forever() on the main thread
+    ('anon_inode:[pidfd]' left open after server_close()); here the
+    interrupt is injected at the first bytecode after pidfd_open returns."""
+
+    class Interrupted:
+        def __init__(self, fd: int) -> None:
+            raise KeyboardInterrupt  # as a signal handler would, right here
+
+    monkeypatch.setattr(forking_mixin, "_ChildExit", Interrupted)
+    before = _pidfds()
+    server = socketserver.ForkingTCPServer((HOST, 0), Hello)
+    interrupted: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt as exc:
+            interrupted.append(exc)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
+    try:
+        with connect(server.server_address) as client:
+            assert client.recv(3) == b"hi\n"
+        loop.join(WAIT)
+        assert interrupted, "the injected interrupt did not leave serve_forever()"
+    finally:
+        if loop.is_alive():
+            server.shutdown()
+            loop.join(WAIT)
+        server.server_close()
+    leaked = _pidfds() - before
+    assert not leaked, f"pidfds left open after server_close(): {sorted(leaked)}"
