@@ -307,3 +307,57 @@ def test_an_interrupt_right_after_pidfd_open_leaks_no_descriptor(
         server.server_close()
     leaked = _pidfds() - before
     assert not leaked, f"pidfds left open after server_close(): {sorted(leaked)}"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mixin", ["ThreadingMixIn", "ForkingMixIn", "ThreadPoolMixIn"])
+def test_our_mixin_on_stdlibs_http_server(mixin: str) -> None:
+    """BUG (ForkingMixIn: a regression from the issue 10 fixes): with the
+    README's drop-in alias ``import minisocketserver as socketserver``, the
+    canonical ``class ThreadedHTTPServer(socketserver.ThreadingMixIn,
+    HTTPServer)`` puts OUR mixin on stdlib's TCPServer (http.server imports
+    the real socketserver).  At 9761848 (before issue 10) ForkingMixIn served
+    it; now its collect_children() reads self._reactor (item 3), so stdlib's
+    loop dies with AttributeError in its first service_actions() and the
+    second request is never answered.  ThreadingMixIn now fails EVERY
+    request (process_request calls self._handoff_for(), item 10; at 9761848
+    it answered, then its worker raised on self._reactor).  The pool never
+    worked there.  Expected: the mixins fall back to stdlib behaviour on a
+    base without the loop's private state (getattr(self, "_reactor", None),
+    a class-level _handoff_for/_pause_accepting on the mixin), or the README
+    says the mixins need our base classes."""
+    import http.server
+    import urllib.request
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(getattr(socketserver, mixin), http.server.HTTPServer):  # type: ignore[misc]
+        pass
+
+    server = Server((HOST, 0), Handler)
+    loop = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    loop.start()
+    url = f"http://{HOST}:{server.server_address[1]}/"
+    answers = []
+    try:
+        for _ in range(2):
+            try:
+                with urllib.request.urlopen(url, timeout=3) as reply:
+                    answers.append(reply.read())
+            except OSError as exc:
+                answers.append(repr(exc).encode())
+            time.sleep(0.05)  # let stdlib's loop run service_actions() between the two
+        assert answers == [b"ok", b"ok"], answers
+    finally:
+        if loop.is_alive():
+            server.shutdown()
+        loop.join(WAIT)
+        server.server_close()
