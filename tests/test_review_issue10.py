@@ -361,3 +361,79 @@ def test_our_mixin_on_stdlibs_http_server(mixin: str) -> None:
             server.shutdown()
         loop.join(WAIT)
         server.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending() -> None:
+    """BUG (serve_forever restarted after shutdown): _serving_ended() sets
+    _serving_thread = None BEFORE _serving_done.set().  A serve_forever()
+    on another thread that claims the server in between (allowed: the
+    thread is None) clears the event, and then the ending loop sets it:
+    the new loop runs with _serving_done already set, so the next
+    shutdown() returns at once while the loop is still running a request
+    (a server_close() that follows closes under it; for the multiplexing
+    model that breaks its 'the loop owns the connections' rule).  Here the
+    gap between the two statements is widened by an Event whose set()
+    waits; expected: shutdown() waits for the new loop.  Fix: set the
+    event under _claim_lock together with clearing _serving_thread (or
+    clear _serving_thread last, after set())."""
+    in_set = threading.Event()
+    go = threading.Event()
+    release = threading.Event()
+    handling = threading.Event()
+
+    class SlowSet(threading.Event):
+        armed = True
+
+        def set(self) -> None:
+            if self.armed:
+                self.armed = False
+                in_set.set()
+                go.wait(WAIT)
+            super().set()
+
+    class Blocking(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            handling.set()
+            release.wait(WAIT)
+
+    server = socketserver.TCPServer((HOST, 0), Blocking)
+    first = threading.Thread(target=server.serve_forever, daemon=True)
+    second = threading.Thread(target=server.serve_forever, daemon=True)
+    first.start()
+    try:
+        loop_has_turned_soon(server)
+        server._serving_done = SlowSet()
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        assert in_set.wait(WAIT)  # the first loop is between the two statements
+        second.start()
+        loop_has_turned_soon(server)  # the second loop claimed the server
+        go.set()
+        stopper.join(WAIT)
+        first.join(WAIT)
+        with connect(server.server_address):
+            assert handling.wait(WAIT)  # the second loop runs a request
+            late = threading.Thread(target=server.shutdown, daemon=True)
+            late.start()
+            late.join(0.5)
+            returned_early = not late.is_alive()
+            release.set()
+            late.join(WAIT)
+        assert not returned_early, "shutdown() returned while serve_forever() was still running"
+    finally:
+        go.set()
+        release.set()
+        if second.is_alive():
+            server.shutdown()
+        second.join(WAIT)
+        server.server_close()
+
+
+def loop_has_turned_soon(server: Any) -> None:
+    """loop_has_turned(), once the loop has set its reactor (bounded)."""
+    deadline = time.monotonic() + WAIT
+    while server._reactor is None:
+        assert time.monotonic() < deadline, "the loop never started"
+        time.sleep(0.001)
+    loop_has_turned(server)
