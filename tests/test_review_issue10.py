@@ -437,3 +437,56 @@ def loop_has_turned_soon(server: Any) -> None:
         assert time.monotonic() < deadline, "the loop never started"
         time.sleep(0.001)
     loop_has_turned(server)
+
+
+@pytest.mark.timeout(30)
+def test_an_interrupt_while_the_group_loop_ends_leaves_no_member_marked_served() -> None:
+    """BUG (low): serve_loop()'s finally calls each member's _serving_ended()
+    in turn with no protection; a second KeyboardInterrupt (Ctrl-C pressed
+    twice) landing while member 1 is being let go skips every later member:
+    it stays marked as served by a loop that is gone (_serving_thread set,
+    _serving_done never set), so its shutdown() from another thread hangs
+    forever and serve_forever() on it raises 'already being served' for the
+    rest of the process.  ServerGroup.server_close() already uses the
+    'close every one, then re-raise' pattern; this loop needs it too.  The
+    interrupt is injected right after member 1's _serving_ended() returns."""
+    first = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    second = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([first, second])
+    original = first._serving_ended
+
+    def interrupted() -> None:
+        original()
+        raise KeyboardInterrupt  # the second Ctrl-C, as a signal handler raises it
+
+    first._serving_ended = interrupted  # type: ignore[method-assign]
+    ended: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            group.serve_forever()
+        except BaseException as exc:
+            ended.append(exc)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
+    try:
+        loop_has_turned_soon(first)
+
+        def first_ctrl_c() -> None:
+            raise KeyboardInterrupt  # the first Ctrl-C ends the loop with both members in it
+
+        reactor = first._reactor
+        assert reactor is not None
+        reactor.call_soon_threadsafe(first_ctrl_c)
+        loop.join(WAIT)
+        assert not loop.is_alive()
+        assert ended and isinstance(ended[0], KeyboardInterrupt), ended
+        stopper = threading.Thread(target=second.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(1.0)
+        assert second._serving_thread is None, "the second member is still marked as served"
+        assert not stopper.is_alive(), "second.shutdown() hangs: no loop will ever end it"
+    finally:
+        second._serving_done.set()  # release the hung shutdown() of this test
+        group.server_close()
