@@ -215,11 +215,19 @@ class BaseServer:
         reactor.unwatch(self)
 
     def _serving_ended(self) -> None:
-        """Called by ``serve_loop()`` when it is done with this server: wake ``shutdown()``."""
-        self._reactor = None
-        self._shutdown_requested = False
-        self._serving_thread = None
-        self._serving_done.set()
+        """Called by ``serve_loop()`` when it is done with this server: wake ``shutdown()``.
+
+        One step under ``_claim_lock``, the lock ``_claim()`` takes: were
+        ``_serving_thread`` cleared before the event is set, a
+        ``serve_forever()`` on another thread could claim the server in
+        between, and this loop's ``set()`` would then land on the new
+        loop's event: its ``shutdown()`` would return while it still serves.
+        """
+        with _claim_lock:
+            self._reactor = None
+            self._shutdown_requested = False
+            self._serving_thread = None
+            self._serving_done.set()
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: the listening socket is readable."""
@@ -566,8 +574,18 @@ def serve_loop(
                 for server in serving:
                     server.service_actions()
     finally:
+        # Every server is let go, even if one _serving_ended() raises (a
+        # second Ctrl-C lands in it): a server skipped would stay marked as
+        # served by a loop that is gone, its shutdown() waiting forever.
+        # The first error is re-raised once all are done.
+        error: BaseException | None = None
         for server in serving:
-            server._serving_ended()
+            try:
+                server._serving_ended()
+            except BaseException as exc:  # the others must still be let go
+                error = error or exc
+        if error is not None:
+            raise error
 
 
 # The concurrency mixins call the server's hooks on ``self`` and ``super()``;

@@ -19,6 +19,7 @@ from support import WAIT, connect, loop_has_turned, recv_exactly
 
 import minisocketserver as socketserver
 from minisocketserver import forking_mixin
+from minisocketserver import server as server_module
 
 HOST = "127.0.0.1"
 
@@ -364,7 +365,9 @@ def test_our_mixin_on_stdlibs_http_server(mixin: str) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending() -> None:
+def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """BUG (serve_forever restarted after shutdown): _serving_ended() sets
     _serving_thread = None BEFORE _serving_done.set().  A serve_forever()
     on another thread that claims the server in between (allowed: the
@@ -376,7 +379,13 @@ def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending() -
     gap between the two statements is widened by an Event whose set()
     waits; expected: shutdown() waits for the new loop.  Fix: set the
     event under _claim_lock together with clearing _serving_thread (or
-    clear _serving_thread last, after set())."""
+    clear _serving_thread last, after set()).
+
+    Changed by the fix (fix10): with the fix the second loop cannot claim
+    the server while the first one's end is under way (that is the fix), so
+    the test no longer waits for it to serve before letting the end finish;
+    it waits until the second loop has claimed the server OR is blocked on
+    the claim lock held by the ending loop, then lets the end finish."""
     in_set = threading.Event()
     go = threading.Event()
     release = threading.Event()
@@ -397,6 +406,23 @@ def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending() -
             handling.set()
             release.wait(WAIT)
 
+    class WatchedLock:
+        """server._claim_lock, telling which threads found it held by another."""
+
+        def __init__(self) -> None:
+            self._lock = threading.Lock()
+            self.waiting: set[int | None] = set()
+
+        def __enter__(self) -> None:
+            if not self._lock.acquire(blocking=False):
+                self.waiting.add(threading.get_ident())
+                self._lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self._lock.release()
+
+    claim_lock = WatchedLock()
+    monkeypatch.setattr(server_module, "_claim_lock", claim_lock)
     server = socketserver.TCPServer((HOST, 0), Blocking)
     first = threading.Thread(target=server.serve_forever, daemon=True)
     second = threading.Thread(target=server.serve_forever, daemon=True)
@@ -408,8 +434,14 @@ def test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending() -
         stopper.start()
         assert in_set.wait(WAIT)  # the first loop is between the two statements
         second.start()
-        loop_has_turned_soon(server)  # the second loop claimed the server
+        # The second loop either claimed the server (the bug's window is
+        # open) or waits for the claim until the first loop's end is done.
+        deadline = time.monotonic() + WAIT
+        while server._serving_thread != second.ident and second.ident not in claim_lock.waiting:
+            assert time.monotonic() < deadline, "the second loop never tried to claim"
+            time.sleep(0.001)
         go.set()
+        loop_has_turned_soon(server)  # the second loop serves now
         stopper.join(WAIT)
         first.join(WAIT)
         with connect(server.server_address):
