@@ -709,6 +709,8 @@ class MultiplexingMixIn(_StreamServerBase):
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: accept until the backlog is empty, or ``accept_batch``."""
+        if self._listener_closed():
+            return
         for _ in range(self.accept_batch):
             if self._shutdown_requested or not self._handle_request_noblock():
                 return
@@ -807,14 +809,12 @@ class MultiplexingMixIn(_StreamServerBase):
         """Close the listening socket, then end every open connection (``finish()`` runs).
 
         Called from another thread while ``serve_forever()`` serves this
-        server, it stops that loop first (as ``shutdown()``, which it
-        calls): the connections belong to the loop's thread until then,
-        and its selector is not thread-safe.  Stdlib leaves the loop running
-        on a closed socket.
+        server, it stops that loop first (``BaseServer.server_close()``,
+        reached through ``super()`` before anything is closed, calls
+        ``shutdown()``): the connections belong to the loop's thread until
+        then, and its selector is not thread-safe.  Stdlib leaves the loop
+        running on a closed socket.
         """
-        serving = self._serving_thread
-        if serving is not None and serving != threading.get_ident():
-            self.shutdown()
         super().server_close()
         self._cut_requests()
 

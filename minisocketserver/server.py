@@ -37,6 +37,10 @@ Where we differ from stdlib ``socketserver``, and why:
   socket's finalizer closes it with a ``ResourceWarning``.
 * ``serve_forever()`` on a server that another thread is serving raises
   ``RuntimeError``; stdlib starts a second loop on the same listener.
+* ``server_close()`` called from another thread while the loop serves
+  calls ``shutdown()`` first; stdlib closes the listener under its loop,
+  which then spins on the closed descriptor or dies with ``ValueError``.
+  A listener closed on the loop's own thread is unwatched for good.
 """
 
 from __future__ import annotations
@@ -204,6 +208,12 @@ class BaseServer:
         """
         self._accept_pauses.clear()
         self._backoff = None
+        if self.fileno() == -1:
+            # What stdlib's loop raises too (from its selector), said plainly.
+            raise ValueError(
+                f"{type(self).__name__} at {self.server_address!r} cannot be served: its "
+                "listening socket is closed (server_close() was called)"
+            )
         reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
 
     def _detach(self, reactor: Reactor) -> None:
@@ -234,8 +244,25 @@ class BaseServer:
         # In a ServerGroup the loop goes on after this server's shutdown(),
         # and the listener may already be in this iteration's ready work:
         # a server being shut down starts no new request.
-        if not self._shutdown_requested:
+        if not self._shutdown_requested and not self._listener_closed():
             self._handle_request_noblock()
+
+    def _listener_closed(self) -> bool:
+        """Whether the listener was closed under the loop; if so, stop watching it for good.
+
+        Called by the listener's reactor callback.  ``server_close()`` from
+        another thread takes the server out of the loop first, but a close
+        on the loop's own thread (a handler of the synchronous model, a
+        timer) or of ``self.socket`` directly leaves the listener watched:
+        poll() then reports its old descriptor number at once on every
+        wait (POLLNVAL) and accept() fails with EBADF, a loop spinning at
+        100% CPU for as long as it serves anything else (stdlib's does).
+        """
+        if self.fileno() != -1:
+            return False
+        if self._reactor is not None:
+            self._reactor.unwatch(self)
+        return True
 
     def _pause_accepting(self, reason: str) -> None:
         """Stop watching the listening socket until ``reason`` is withdrawn.
@@ -253,7 +280,10 @@ class BaseServer:
         if reason not in self._accept_pauses:
             return  # not paused for it: the listener is watched as it should be
         self._accept_pauses.discard(reason)
-        if not self._accept_pauses and self._reactor is not None:
+        # A listener closed while paused (server_close() on the loop's
+        # thread) stays unwatched: registering a closed socket raises
+        # ValueError out of the loop, and would end every server it serves.
+        if not self._accept_pauses and self._reactor is not None and self.fileno() != -1:
             self._reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
 
     def shutdown(self) -> None:
@@ -477,7 +507,19 @@ class BaseServer:
         """Called by the constructor after ``server_bind()``: start accepting."""
 
     def server_close(self) -> None:
-        """Release the server's resources; called on leaving the ``with`` block."""
+        """Release the server's resources; called on leaving the ``with`` block.
+
+        Called from another thread while ``serve_forever()`` serves this
+        server, it stops that loop first (``shutdown()``), so that nothing
+        is closed under the loop: the loop owns the listener while it
+        watches it (and, for the multiplexing model, every connection), and
+        a member of a ``ServerGroup`` leaves the loop instead of leaving a
+        closed descriptor in it.  Stdlib closes the socket under its loop.
+        Subclasses that override it call ``super().server_close()`` first.
+        """
+        serving = self._serving_thread
+        if serving is not None and serving != threading.get_ident():
+            self.shutdown()
 
     def fileno(self) -> int:
         """The descriptor the loop waits on; socket servers return their socket's."""

@@ -172,6 +172,10 @@ def test_group_member_closed_at_its_thread_limit_does_not_kill_the_group(
 
     class Limited(socketserver.ThreadingTCPServer):
         max_threads = 1
+        # fix10: server_close() must return while the worker is still held
+        # (the test releases it after the close); with block_on_close it
+        # joined the worker, and the test took WAIT (10 s) to pass.
+        block_on_close = False
 
     limited = Limited((HOST, 0), Held)
     other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
@@ -519,3 +523,97 @@ def test_an_interrupt_while_the_group_loop_ends_leaves_no_member_marked_served()
         assert second._serving_thread is None, "the second member is still marked as served"
     finally:
         group.server_close()
+
+
+# -- fix10: a listener closed on the loop's own thread (no shutdown() is possible there)
+
+
+@pytest.mark.timeout(30)
+def test_a_listener_closed_on_the_loops_thread_is_unwatched() -> None:
+    """fix10, item 3(b): server_close() on the loop's own thread (here a
+    posted callback; a synchronous handler or a timer does the same) cannot
+    take the member out of the loop, so the loop must stop watching the
+    closed listener itself instead of spinning on its POLLNVAL."""
+    plain = socketserver.TCPServer((HOST, 0), Hello)
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([plain, other])
+    attempts = [0]
+    original = plain._handle_request_noblock
+
+    def counting() -> bool:
+        attempts[0] += 1
+        return original()
+
+    plain._handle_request_noblock = counting  # type: ignore[method-assign]
+    loop = threading.Thread(target=group.serve_forever, daemon=True)
+    loop.start()
+    try:
+        loop_has_turned_soon(other)
+        reactor = other._reactor
+        assert reactor is not None
+        reactor.call_soon_threadsafe(plain.server_close)
+        assert _served(other.server_address, patience=WAIT)  # after the close
+        time.sleep(0.3)  # measuring an absence: how often the loop turns idle
+        assert attempts[0] < 10, f"{attempts[0]} accept() attempts on a closed listener in 0.3 s"
+        assert loop.is_alive()
+    finally:
+        group.shutdown()
+        loop.join(WAIT)
+        group.server_close()
+
+
+@pytest.mark.timeout(30)
+def test_a_listener_closed_on_the_loops_thread_while_paused_is_not_watched_again(
+    thread_errors: list[BaseException | None],
+) -> None:
+    """fix10, item 4(b): a member paused at max_threads and closed on the
+    loop's own thread: when its worker finishes, _resume_accepting() must
+    not re-register the closed listener (ValueError('Invalid file
+    descriptor: -1') out of serve_forever() would end the whole group)."""
+    release = threading.Event()
+
+    class Held(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"hi\n")
+            release.wait(WAIT)
+
+    class Limited(socketserver.ThreadingTCPServer):
+        max_threads = 1
+        block_on_close = False  # closed on the loop's thread: it must not wait there
+
+    limited = Limited((HOST, 0), Held)
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([limited, other])
+    died: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            group.serve_forever()
+        except BaseException as exc:
+            died.append(exc)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
+    try:
+        with connect(limited.server_address) as holder:
+            assert recv_exactly(holder, 3) == b"hi\n"  # its one worker is busy
+            loop_has_turned(other)
+            reactor = other._reactor
+            assert reactor is not None
+            reactor.call_soon_threadsafe(limited.server_close)
+            loop_has_turned(other)  # the close has run
+            assert limited.fileno() == -1
+            release.set()
+            for thread in list(limited._threads):
+                thread.join(WAIT)
+            loop_has_turned(other)  # the finished worker's posted resume has run
+            assert _served(other.server_address, patience=WAIT)
+            assert not died, f"the group's loop died: {died!r}"
+            assert loop.is_alive()
+    finally:
+        release.set()
+        if loop.is_alive():
+            group.shutdown()
+            loop.join(WAIT)
+        group.server_close()
+    assert not thread_errors, thread_errors
