@@ -617,3 +617,51 @@ def test_a_listener_closed_on_the_loops_thread_while_paused_is_not_watched_again
             loop.join(WAIT)
         group.server_close()
     assert not thread_errors, thread_errors
+
+
+@pytest.mark.timeout(30)
+def test_threading_server_close_while_handle_request_starts_a_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fix10, item 6: the same race without serve_forever(): no loop is
+    there for server_close() to stop first, so it meets the worker inside
+    start() and must wait for the start to return before joining (it
+    raised RuntimeError('cannot join thread before it is started'))."""
+    in_start = threading.Event()
+    go = threading.Event()
+    original_start = threading.Thread.start
+
+    def held_start(self: threading.Thread) -> None:
+        if threading.current_thread().name == "review-handle-request":
+            in_start.set()
+            go.wait(WAIT)
+        original_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", held_start)
+    server = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    driver = threading.Thread(target=server.handle_request, name="review-handle-request")
+    closer_error: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            server.server_close()
+        except BaseException as exc:
+            closer_error.append(exc)
+
+    closer = threading.Thread(target=close, daemon=True)
+    try:
+        with connect(server.server_address) as client:
+            original_start(driver)
+            assert in_start.wait(WAIT)
+            original_start(closer)
+            closer.join(0.2)  # it must wait for the start, not fail
+            assert not closer_error, closer_error
+            go.set()
+            closer.join(WAIT)
+            assert client.recv(3) == b"hi\n"
+        assert not closer.is_alive()
+        assert not closer_error, closer_error
+    finally:
+        go.set()
+        driver.join(WAIT)
+        server.server_close()
