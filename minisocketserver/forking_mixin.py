@@ -54,7 +54,7 @@ from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from .reactor import Reactor, Timer
-from .server import MixInBase
+from .server import MixInBase, refuse_stdlib_base
 from .sockets import TCPServer, UDPServer
 from .threading_mixin import DRAIN_GRACE
 
@@ -140,6 +140,15 @@ class ForkingMixIn(MixInBase):
         active_children  set of child PIDs not yet reaped (``None`` before
                          the first fork).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, ForkingMixIn)
 
     timeout: float | None = 300
     #: PIDs of the children not yet reaped; ``None`` until the first fork.

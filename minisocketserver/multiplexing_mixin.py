@@ -77,6 +77,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .reactor import Reactor, Timer
+from .server import refuse_stdlib_base
 from .sockets import TCPServer
 
 _READ = selectors.EVENT_READ
@@ -577,6 +578,15 @@ class MultiplexingMixIn(_StreamServerBase):
     Class variables:
         accept_batch   connections accepted per readiness of the listener.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, MultiplexingMixIn)
 
     #: At most this many accepts each time the listener is ready, then the
     #: ready connections get their turn.  A burst larger than this waits one

@@ -630,6 +630,52 @@ def serve_loop(
             raise error
 
 
+#: The ``__module__`` of stdlib's server classes.  Compared by name only:
+#: the package never imports stdlib's ``socketserver`` (clean room).
+_STDLIB_MODULE = "socketserver"
+
+
+def refuse_stdlib_base(cls: type, mixin: type) -> None:
+    """Raise ``TypeError`` if ``cls`` puts our ``mixin`` on a server class of stdlib's.
+
+    Called by each concurrency mixin's ``__init_subclass__``, as the class
+    statement runs.  ``import minisocketserver as socketserver`` renames the
+    package for one module only: ``http.server`` (and ``xmlrpc.server``,
+    ``wsgiref``...) imported stdlib's ``socketserver`` themselves, so
+    ``class S(socketserver.ThreadingMixIn, HTTPServer)`` puts our mixin on
+    stdlib's ``TCPServer``, whose loop has none of the state our mixins
+    keep in it (the reactor, the hand-off, the pauses): every request
+    would fail, or worse, half work.  A clear refusal at class creation
+    names the way out instead.
+    """
+    mro = cls.__mro__
+    stdlib = next((base for base in mro if base.__module__ == _STDLIB_MODULE), None)
+    if stdlib is None:
+        return
+    # The class that brought stdlib's in: http.server.HTTPServer, say, or
+    # the new class itself when it names stdlib's class as a base.
+    via = next(
+        (base for base in reversed(mro[: mro.index(stdlib)])
+         if issubclass(base, stdlib) and base.__module__ != _STDLIB_MODULE),
+        cls,
+    )
+    if via is cls:
+        raise TypeError(
+            f"{cls.__qualname__} mixes minisocketserver's {mixin.__name__} with the standard "
+            f"library's socketserver.{stdlib.__name__}: use minisocketserver.{stdlib.__name__}, "
+            "or call minisocketserver.install() before `import socketserver`; see "
+            "docs/running-stdlib-servers.md"
+        )
+    importer = via.__module__
+    raise TypeError(
+        f"{cls.__qualname__} mixes minisocketserver's {mixin.__name__} with the standard "
+        f"library's socketserver.{stdlib.__name__} (through {importer}.{via.__qualname__}), "
+        f"because {importer} imported stdlib's socketserver before the alias; call "
+        f"minisocketserver.install() before importing {importer} (or run the program with "
+        "`python -m minisocketserver run`), see docs/running-stdlib-servers.md"
+    )
+
+
 # The concurrency mixins call the server's hooks on ``self`` and ``super()``;
 # for the type checker they derive from BaseServer, at run time from object,
 # so that the MRO of e.g. ThreadingMixIn + TCPServer is the one stdlib has.

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .reactor import Reactor
-from .server import BaseServer, HandOff, MixInBase
+from .server import BaseServer, HandOff, MixInBase, refuse_stdlib_base
 from .sockets import TCPServer, UDPServer
 
 #: Seconds ``drain()`` waits for workers to end once their connections are
@@ -174,6 +174,15 @@ class ThreadingMixIn(MixInBase):
         process_request_thread(request, client_address): the body of a
         worker thread.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, ThreadingMixIn)
 
     #: Start workers as daemon threads, so they do not keep the interpreter
     #: alive at exit, and ``server_close()`` does not wait for them (they are

@@ -315,7 +315,9 @@ def test_an_interrupt_right_after_pidfd_open_leaks_no_descriptor(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("mixin", ["ThreadingMixIn", "ForkingMixIn", "ThreadPoolMixIn"])
+@pytest.mark.parametrize(
+    "mixin", ["ThreadingMixIn", "ForkingMixIn", "ThreadPoolMixIn", "MultiplexingMixIn"]
+)
 def test_our_mixin_on_stdlibs_http_server(mixin: str) -> None:
     """BUG (ForkingMixIn: a regression from the issue 10 fixes): with the
     README's drop-in alias ``import minisocketserver as socketserver``, the
@@ -327,45 +329,82 @@ def test_our_mixin_on_stdlibs_http_server(mixin: str) -> None:
     second request is never answered.  ThreadingMixIn now fails EVERY
     request (process_request calls self._handoff_for(), item 10; at 9761848
     it answered, then its worker raised on self._reactor).  The pool never
-    worked there.  Expected: the mixins fall back to stdlib behaviour on a
-    base without the loop's private state (getattr(self, "_reactor", None),
-    a class-level _handoff_for/_pause_accepting on the mixin), or the README
-    says the mixins need our base classes."""
+    worked there.
+
+    Expectation changed by fix10, deliberately: a clear refusal instead of a
+    half-working mix.  The reviewer asked for serving (a stdlib-behaviour
+    fallback in every mixin) or a README note; the lead chose to refuse the
+    class statement with a TypeError that names the cause (http.server
+    imported stdlib's socketserver before the alias) and the way out
+    (install() first, or ``python -m minisocketserver run``).  The next test
+    shows the same class statement serving once install() came first."""
     import http.server
-    import urllib.request
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+    with pytest.raises(TypeError) as refused:
 
-        def log_message(self, *args: Any) -> None:
+        class Server(getattr(socketserver, mixin), http.server.HTTPServer):  # type: ignore[misc]
             pass
 
-    class Server(getattr(socketserver, mixin), http.server.HTTPServer):  # type: ignore[misc]
+    message = str(refused.value)
+    assert f"minisocketserver's {mixin}" in message
+    assert "socketserver.TCPServer (through http.server.HTTPServer)" in message
+    assert "http.server imported stdlib's socketserver before the alias" in message
+    assert "minisocketserver.install() before importing http.server" in message
+    assert "python -m minisocketserver run" in message
+    assert "docs/running-stdlib-servers.md" in message
+
+
+_INSTALLED_FIRST = """
+import sys, threading, urllib.request
+import minisocketserver
+minisocketserver.install()
+import http.server
+import minisocketserver as socketserver
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
         pass
 
-    server = Server((HOST, 0), Handler)
-    loop = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    loop.start()
-    url = f"http://{HOST}:{server.server_address[1]}/"
-    answers = []
-    try:
-        for _ in range(2):
-            try:
-                with urllib.request.urlopen(url, timeout=3) as reply:
-                    answers.append(reply.read())
-            except OSError as exc:
-                answers.append(repr(exc).encode())
-            time.sleep(0.05)  # let stdlib's loop run service_actions() between the two
-        assert answers == [b"ok", b"ok"], answers
-    finally:
-        if loop.is_alive():
-            server.shutdown()
-        loop.join(WAIT)
-        server.server_close()
+class Server(getattr(socketserver, sys.argv[1]), http.server.HTTPServer):
+    pass
+
+server = Server(("127.0.0.1", 0), Handler)
+loop = threading.Thread(target=server.serve_forever, args=(0.01,))
+loop.start()
+url = f"http://127.0.0.1:{server.server_address[1]}/"
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+try:
+    for _ in range(2):
+        with opener.open(url, timeout=5) as reply:
+            sys.stdout.write(reply.read().decode() + "\\n")
+finally:
+    server.shutdown()
+    loop.join()
+    server.server_close()
+"""
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("mixin", ["ThreadingMixIn", "ForkingMixIn", "ThreadPoolMixIn"])
+def test_our_mixin_on_http_server_after_install_serves(mixin: str) -> None:
+    """fix10: with install() first (in a child interpreter: install() alters
+    sys.modules), http.server's HTTPServer is built on our TCPServer, and
+    the same class statement that is refused above serves every request."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _INSTALLED_FIRST, mixin],
+        capture_output=True, text=True, timeout=2 * WAIT, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ok", "ok"], (done.stdout, done.stderr)
 
 
 @pytest.mark.timeout(30)
