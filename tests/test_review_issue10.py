@@ -4,6 +4,13 @@ Every test names its bug in its docstring.  Servers listen on 127.0.0.1
 only; every wait is bounded (support.WAIT); where a test must show that
 something does NOT happen (a loop spinning, a client never served) it
 watches for a short, stated interval.
+
+fix10 added the tests marked "fix10" (each fails before its fix, or shows
+the way out the fix points to), changed the expectation of
+test_our_mixin_on_stdlibs_http_server (a clear refusal, see there) and
+adjusted two tests whose set-up the fixes made wrong (see their docstrings
+and comments: test_shutdown_waits_for_a_loop_started_while_the_previous_one_was_ending,
+test_group_member_closed_at_its_thread_limit_does_not_kill_the_group).
 """
 
 from __future__ import annotations
