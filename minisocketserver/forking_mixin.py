@@ -17,19 +17,22 @@ path out of it, ``SystemExit`` and ``KeyboardInterrupt`` included, ends in
 ``os._exit``, which also skips the parent's ``atexit`` handlers and buffered
 output that the child inherited.
 
-Reaping: a child that exits stays a zombie until ``waitpid()``.  While a
-loop serves, each child has a pidfd (Linux 5.3+) watched by the reactor: it
-turns readable when the child exits, and the loop reaps the child at once.
+Reaping: a child that exits stays a zombie until ``waitpid()``.  While a loop
+serves, each child has a pidfd (Linux 5.3+) watched by the reactor: it turns
+readable when the child exits, and the loop reaps the child at once.
 ``service_actions()`` reaps too, every ``poll_interval`` (forking makes the
 loop periodic), which is all the reaping there is where pidfds are missing.
 At ``max_children`` the loop stops accepting, so new clients wait in the
 kernel's backlog, and it accepts again when a reap brings the count below
-the limit.  ``handle_timeout()`` reaps for a server driven by
-``handle_request()``; ``server_close()`` reaps the rest, waiting for them
-if ``block_on_close``; ``drain()`` sends SIGTERM to the children that
-outlive its deadline, and SIGKILL to those still there ``drain_grace``
-seconds later.  The pidfds live as long as the loop: a child's is closed
-when it is reaped, and all of them when the loop lets the server go.
+the limit; while paused there, a timer reaps too (``_REAP_RETRY``) and
+re-checks the count after each reap, so the accepts resume whoever reaped (a
+stdlib-style subclass's own ``collect_children()``).  ``handle_timeout()``
+reaps for a server driven by ``handle_request()``; ``server_close()`` reaps
+the rest, waiting for them if ``block_on_close``; ``drain()`` sends SIGTERM
+to the children that outlive its deadline, and SIGKILL to those still there
+``drain_grace`` seconds later.  The pidfds live as long as the loop: a
+child's is closed when it is reaped, and all of them when the loop lets the
+server go.
 
 Where we differ from stdlib: its loop waits in ``waitpid()`` while
 ``max_children`` children run, so ``shutdown()`` waits for a child to end,
@@ -50,8 +53,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from .reactor import Reactor
-from .server import MixInBase
+from .reactor import Reactor, Timer
+from .server import MixInBase, refuse_stdlib_base
 from .sockets import TCPServer, UDPServer
 from .threading_mixin import DRAIN_GRACE
 
@@ -63,6 +66,11 @@ from .threading_mixin import DRAIN_GRACE
 # children of subprocess or of another server), and only the main thread
 # may route signals to the wake-up channel.
 _HAVE_PIDFD = hasattr(os, "pidfd_open")
+
+#: Seconds between the loop's reaps while it is paused at ``max_children``.
+#: Short, because clients wait in the backlog meanwhile; a reap is one
+#: waitpid(WNOHANG) per child, so 20 a second cost nothing.  Only while paused.
+_REAP_RETRY = 0.05
 
 
 def _wait_for_any_exit(pids: set[int], timeout: float) -> None:
@@ -76,13 +84,16 @@ def _wait_for_any_exit(pids: set[int], timeout: float) -> None:
     if not _HAVE_PIDFD:
         time.sleep(min(timeout, 0.01))
         return
-    fds = []
+    fds: list[int] = []
     try:
         poller = select.poll()  # not select(): a pidfd may be numbered past 1023
         for pid in pids:
             # ESRCH: reaped already; ENOSYS: a kernel older than 5.3.
             with contextlib.suppress(OSError):
-                fds.append(os.pidfd_open(pid))
+                # extend(map()) stores the descriptor inside the C call that
+                # opens it: no signal handler (KeyboardInterrupt) can run
+                # in between and leak it (as in Reactor.signals_wake).
+                fds.extend(map(os.pidfd_open, (pid,)))
                 poller.register(fds[-1], select.POLLIN)
         if fds:
             poller.poll(timeout * 1000)
@@ -130,6 +141,15 @@ class ForkingMixIn(MixInBase):
                          the first fork).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, ForkingMixIn)
+
     timeout: float | None = 300
     #: PIDs of the children not yet reaped; ``None`` until the first fork.
     active_children: set[int] | None = None
@@ -149,6 +169,9 @@ class ForkingMixIn(MixInBase):
     # the server (the loop's; the caller of drain() or server_close() once
     # it has stopped): no lock.
     _exit_watches: dict[int, _ChildExit] | None = None
+    # The loop's timer that reaps while paused at max_children (see
+    # _pause_at_child_limit); loop thread only.
+    _reap_timer: Timer | None = None
 
     def collect_children(self, *, blocking: bool = False) -> None:
         """Reap children that have exited; wait for them too if ``blocking``.
@@ -166,8 +189,46 @@ class ForkingMixIn(MixInBase):
         if self._reactor is None:
             self._wait_below_limit(children)
         self._reap(children, blocking=blocking)
-        if self._reactor is not None and len(children) < self.max_children:
-            self._resume_accepting("max_children")
+        self._resume_below_child_limit()
+
+    def _pause_at_child_limit(self) -> None:
+        """Stop accepting at ``max_children``, and reap on a timer until below it (loop thread).
+
+        Called by ``process_request`` and ``_attach``.  The timer is what
+        resumes accepting whoever reaps: without pidfds the only other
+        reaper is ``service_actions()``, and a subclass written for stdlib
+        may override it, or ``collect_children()``, without ``super()``
+        (then nothing of ours would ever resume the accepts).
+        """
+        self._pause_accepting("max_children")
+        reactor = self._reactor
+        if reactor is not None and self._reap_timer is None:
+            self._reap_timer = reactor.call_later(_REAP_RETRY, self._on_reap_timer)
+
+    def _on_reap_timer(self) -> None:
+        """The loop's timer while paused at ``max_children``: reap, then look again."""
+        self._reap_timer = None
+        self.collect_children()
+        self._resume_below_child_limit()
+        if "max_children" in self._accept_pauses and self._reactor is not None:
+            self._reap_timer = self._reactor.call_later(_REAP_RETRY, self._on_reap_timer)
+
+    def _resume_below_child_limit(self) -> None:
+        """Accept again once fewer than ``max_children`` are left, however they were reaped.
+
+        Called on the loop's thread after each ``collect_children()`` the
+        loop makes (and by ours): it re-checks the count, so a
+        ``collect_children()`` overridden without ``super()`` resumes too.
+        """
+        if self._reactor is None or len(self.active_children or ()) >= self.max_children:
+            return
+        self._cancel_reap_timer()
+        self._resume_accepting("max_children")
+
+    def _cancel_reap_timer(self) -> None:
+        if self._reap_timer is not None:
+            self._reap_timer.cancel()
+            self._reap_timer = None
 
     def _wait_below_limit(self, children: set[int]) -> None:
         # waitpid(-1) waits for *any* child, as stdlib does; a PID that is
@@ -216,7 +277,7 @@ class ForkingMixIn(MixInBase):
         if reactor is not None:
             self._watch_exit(reactor, pid)
             if len(self.active_children) >= self.max_children:
-                self._pause_accepting("max_children")
+                self._pause_at_child_limit()
 
     def _run_child(self, request: Any, client_address: Any) -> NoReturn:
         """The child's whole life: handle the request, then leave for good.
@@ -241,13 +302,28 @@ class ForkingMixIn(MixInBase):
         """Have ``reactor`` reap child ``pid`` as soon as it exits, if a pidfd allows."""
         if not _HAVE_PIDFD:
             return
+        if self._exit_watches is None:
+            self._exit_watches = {}
+        watches = self._exit_watches
+        # The pidfd is owned by ``opened`` until _exit_watches holds it (then
+        # _unwatch_exit or _serving_ended closes it).  An interrupt can land
+        # at any bytecode in between (Ctrl-C on the loop's thread), so the
+        # finally asks who owns it rather than trusting a flag: a number
+        # nobody owns is closed, one the table owns is never closed twice.
+        opened: list[int] = []
         try:
-            fd = os.pidfd_open(pid)
+            # extend(map()) stores the descriptor inside the C call that
+            # opens it, so that no bytecode runs while only a local holds it.
+            opened.extend(map(os.pidfd_open, (pid,)))
+            watches[pid] = _ChildExit(opened[0])
         except OSError:
             # ENOSYS (a kernel older than 5.3), EMFILE, or ESRCH (reaped by
             # someone else): service_actions() will reap or forget it.
             return
-        watch = _ChildExit(fd)
+        finally:
+            owner = watches.get(pid)
+            if opened and (owner is None or owner.fd != opened[0]):
+                os.close(opened[0])
 
         def _on_child_exit(mask: int) -> None:
             """Reactor callback: the child has exited (its pidfd is readable)."""
@@ -256,15 +332,14 @@ class ForkingMixIn(MixInBase):
             # child not reaped (a collect_children() overridden to leave
             # it), the loop would spin on it: stop watching anyway.
             self._unwatch_exit(pid)
+            # collect_children() may be a subclass's, written for stdlib,
+            # that reaps without resuming the accepts our own resumes.
+            self._resume_below_child_limit()
 
         try:
-            reactor.watch(watch, selectors.EVENT_READ, _on_child_exit)
+            reactor.watch(watches[pid], selectors.EVENT_READ, _on_child_exit)
         except ValueError:  # numbered past select()'s FD_SETSIZE
-            os.close(fd)
-            return
-        if self._exit_watches is None:
-            self._exit_watches = {}
-        self._exit_watches[pid] = watch
+            self._unwatch_exit(pid)
 
     def _unwatch_exit(self, pid: int) -> None:
         """Stop watching child ``pid``'s exit and close its pidfd (if it has one)."""
@@ -286,7 +361,7 @@ class ForkingMixIn(MixInBase):
         for pid in children:
             self._watch_exit(reactor, pid)
         if len(children) >= self.max_children:
-            self._pause_accepting("max_children")
+            self._pause_at_child_limit()
 
     def _detach(self, reactor: Reactor) -> None:
         """Stop watching the listener and the children (the loop serves other servers on)."""
@@ -295,7 +370,12 @@ class ForkingMixIn(MixInBase):
             reactor.unwatch(watch)
 
     def _serving_ended(self) -> None:
-        """Called by ``serve_loop()`` when it lets the server go: close the pidfds."""
+        """Called by ``serve_loop()`` when it lets the server go: close the pidfds.
+
+        The reap timer is cancelled, not just forgotten: in a ``ServerGroup``
+        the loop goes on without this server.
+        """
+        self._cancel_reap_timer()
         watches = self._exit_watches or {}
         while watches:
             _, watch = watches.popitem()

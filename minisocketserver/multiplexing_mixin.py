@@ -77,6 +77,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .reactor import Reactor, Timer
+from .server import refuse_stdlib_base
 from .sockets import TCPServer
 
 _READ = selectors.EVENT_READ
@@ -578,6 +579,15 @@ class MultiplexingMixIn(_StreamServerBase):
         accept_batch   connections accepted per readiness of the listener.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, MultiplexingMixIn)
+
     #: At most this many accepts each time the listener is ready, then the
     #: ready connections get their turn.  A burst larger than this waits one
     #: iteration in the kernel's backlog.
@@ -709,6 +719,8 @@ class MultiplexingMixIn(_StreamServerBase):
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: accept until the backlog is empty, or ``accept_batch``."""
+        if self._listener_closed():
+            return
         for _ in range(self.accept_batch):
             if self._shutdown_requested or not self._handle_request_noblock():
                 return
@@ -807,14 +819,12 @@ class MultiplexingMixIn(_StreamServerBase):
         """Close the listening socket, then end every open connection (``finish()`` runs).
 
         Called from another thread while ``serve_forever()`` serves this
-        server, it stops that loop first (as ``shutdown()``, which it
-        calls): the connections belong to the loop's thread until then,
-        and its selector is not thread-safe.  Stdlib leaves the loop running
-        on a closed socket.
+        server, it stops that loop first (``BaseServer.server_close()``,
+        reached through ``super()`` before anything is closed, calls
+        ``shutdown()``): the connections belong to the loop's thread until
+        then, and its selector is not thread-safe.  Stdlib leaves the loop
+        running on a closed socket.
         """
-        serving = self._serving_thread
-        if serving is not None and serving != threading.get_ident():
-            self.shutdown()
         super().server_close()
         self._cut_requests()
 

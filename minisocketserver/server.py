@@ -40,6 +40,10 @@ Where we differ from stdlib ``socketserver``, and why:
   socket's finalizer closes it with a ``ResourceWarning``.
 * ``serve_forever()`` on a server that another thread is serving raises
   ``RuntimeError``; stdlib starts a second loop on the same listener.
+* ``server_close()`` called from another thread while the loop serves
+  calls ``shutdown()`` first; stdlib closes the listener under its loop,
+  which then spins on the closed descriptor or dies with ``ValueError``.
+  A listener closed on the loop's own thread is unwatched for good.
 """
 
 from __future__ import annotations
@@ -209,6 +213,12 @@ class BaseServer:
         """
         self._accept_pauses.clear()
         self._backoff = None
+        if self.fileno() == -1:
+            # What stdlib's loop raises too (from its selector), said plainly.
+            raise ValueError(
+                f"{type(self).__name__} at {self.server_address!r} cannot be served: its "
+                "listening socket is closed (server_close() was called)"
+            )
         reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
 
     def _detach(self, reactor: Reactor) -> None:
@@ -220,19 +230,44 @@ class BaseServer:
         reactor.unwatch(self)
 
     def _serving_ended(self) -> None:
-        """Called by ``serve_loop()`` when it is done with this server: wake ``shutdown()``."""
-        self._reactor = None
-        self._shutdown_requested = False
-        self._serving_thread = None
-        self._serving_done.set()
+        """Called by ``serve_loop()`` when it is done with this server: wake ``shutdown()``.
+
+        One step under ``_claim_lock``, the lock ``_claim()`` takes: were
+        ``_serving_thread`` cleared before the event is set, a
+        ``serve_forever()`` on another thread could claim the server in
+        between, and this loop's ``set()`` would then land on the new
+        loop's event: its ``shutdown()`` would return while it still serves.
+        """
+        with _claim_lock:
+            self._reactor = None
+            self._shutdown_requested = False
+            self._serving_thread = None
+            self._serving_done.set()
 
     def _on_listener_ready(self, mask: int) -> None:
         """Reactor callback: the listening socket is readable."""
         # In a ServerGroup the loop goes on after this server's shutdown(),
         # and the listener may already be in this iteration's ready work:
         # a server being shut down starts no new request.
-        if not self._shutdown_requested:
+        if not self._shutdown_requested and not self._listener_closed():
             self._handle_request_noblock()
+
+    def _listener_closed(self) -> bool:
+        """Whether the listener was closed under the loop; if so, stop watching it for good.
+
+        Called by the listener's reactor callback.  ``server_close()`` from
+        another thread takes the server out of the loop first, but a close
+        on the loop's own thread (a handler of the synchronous model, a
+        timer) or of ``self.socket`` directly leaves the listener watched:
+        poll() then reports its old descriptor number at once on every
+        wait (POLLNVAL) and accept() fails with EBADF, a loop spinning at
+        100% CPU for as long as it serves anything else (stdlib's does).
+        """
+        if self.fileno() != -1:
+            return False
+        if self._reactor is not None:
+            self._reactor.unwatch(self)
+        return True
 
     def _pause_accepting(self, reason: str) -> None:
         """Stop watching the listening socket until ``reason`` is withdrawn.
@@ -250,7 +285,10 @@ class BaseServer:
         if reason not in self._accept_pauses:
             return  # not paused for it: the listener is watched as it should be
         self._accept_pauses.discard(reason)
-        if not self._accept_pauses and self._reactor is not None:
+        # A listener closed while paused (server_close() on the loop's
+        # thread) stays unwatched: registering a closed socket raises
+        # ValueError out of the loop, and would end every server it serves.
+        if not self._accept_pauses and self._reactor is not None and self.fileno() != -1:
             self._reactor.watch(self, selectors.EVENT_READ, self._on_listener_ready)
 
     def shutdown(self) -> None:
@@ -501,7 +539,19 @@ class BaseServer:
         """Called by the constructor after ``server_bind()``: start accepting."""
 
     def server_close(self) -> None:
-        """Release the server's resources; called on leaving the ``with`` block."""
+        """Release the server's resources; called on leaving the ``with`` block.
+
+        Called from another thread while ``serve_forever()`` serves this
+        server, it stops that loop first (``shutdown()``), so that nothing
+        is closed under the loop: the loop owns the listener while it
+        watches it (and, for the multiplexing model, every connection), and
+        a member of a ``ServerGroup`` leaves the loop instead of leaving a
+        closed descriptor in it.  Stdlib closes the socket under its loop.
+        Subclasses that override it call ``super().server_close()`` first.
+        """
+        serving = self._serving_thread
+        if serving is not None and serving != threading.get_ident():
+            self.shutdown()
 
     def fileno(self) -> int:
         """The descriptor the loop waits on; socket servers return their socket's."""
@@ -598,8 +648,64 @@ def serve_loop(
                 for server in serving:
                     server.service_actions()
     finally:
+        # Every server is let go, even if one _serving_ended() raises (a
+        # second Ctrl-C lands in it): a server skipped would stay marked as
+        # served by a loop that is gone, its shutdown() waiting forever.
+        # The first error is re-raised once all are done.
+        error: BaseException | None = None
         for server in serving:
-            server._serving_ended()
+            try:
+                server._serving_ended()
+            except BaseException as exc:  # the others must still be let go
+                error = error or exc
+        if error is not None:
+            raise error
+
+
+#: The ``__module__`` of stdlib's server classes.  Compared by name only:
+#: the package never imports stdlib's ``socketserver`` (clean room).
+_STDLIB_MODULE = "socketserver"
+
+
+def refuse_stdlib_base(cls: type, mixin: type) -> None:
+    """Raise ``TypeError`` if ``cls`` puts our ``mixin`` on a server class of stdlib's.
+
+    Called by each concurrency mixin's ``__init_subclass__``, as the class
+    statement runs.  ``import minisocketserver as socketserver`` renames the
+    package for one module only: ``http.server`` (and ``xmlrpc.server``,
+    ``wsgiref``...) imported stdlib's ``socketserver`` themselves, so
+    ``class S(socketserver.ThreadingMixIn, HTTPServer)`` puts our mixin on
+    stdlib's ``TCPServer``, whose loop has none of the state our mixins
+    keep in it (the reactor, the hand-off, the pauses): every request
+    would fail, or worse, half work.  A clear refusal at class creation
+    names the way out instead.
+    """
+    mro = cls.__mro__
+    stdlib = next((base for base in mro if base.__module__ == _STDLIB_MODULE), None)
+    if stdlib is None:
+        return
+    # The class that brought stdlib's in: http.server.HTTPServer, say, or
+    # the new class itself when it names stdlib's class as a base.
+    via = next(
+        (base for base in reversed(mro[: mro.index(stdlib)])
+         if issubclass(base, stdlib) and base.__module__ != _STDLIB_MODULE),
+        cls,
+    )
+    if via is cls:
+        raise TypeError(
+            f"{cls.__qualname__} mixes minisocketserver's {mixin.__name__} with the standard "
+            f"library's socketserver.{stdlib.__name__}: use minisocketserver.{stdlib.__name__}, "
+            "or call minisocketserver.install() before `import socketserver`; see "
+            "docs/running-stdlib-servers.md"
+        )
+    importer = via.__module__
+    raise TypeError(
+        f"{cls.__qualname__} mixes minisocketserver's {mixin.__name__} with the standard "
+        f"library's socketserver.{stdlib.__name__} (through {importer}.{via.__qualname__}), "
+        f"because {importer} imported stdlib's socketserver before the alias; call "
+        f"minisocketserver.install() before importing {importer} (or run the program with "
+        "`python -m minisocketserver run`), see docs/running-stdlib-servers.md"
+    )
 
 
 # The concurrency mixins call the server's hooks on ``self`` and ``super()``;

@@ -296,7 +296,12 @@ class TCPServer(BaseServer):
             self.socket.listen(self.request_queue_size)
 
     def server_close(self) -> None:
-        """Close the listening socket (connections being handled stay open)."""
+        """Close the listening socket (connections being handled stay open).
+
+        ``super()`` first: from another thread than a running loop's, it
+        stops the loop before the socket closes (see ``BaseServer``).
+        """
+        super().server_close()
         self.socket.close()
 
     def fileno(self) -> int:

@@ -20,7 +20,8 @@ it down whatever the handler does; the hand-off is one step a
 each one finishes, and ``server_close()`` waits for the non-daemon ones when
 ``block_on_close`` is true (daemon workers are not waited for, as in stdlib).
 A thread that fails to start leaves no trace, and the loop shuts its request
-down.
+down; ``server_close()`` from another thread waits for a ``start()`` under
+way before it joins.
 
 Where we differ from stdlib: a worker forgets itself the moment it
 finishes.  Stdlib drops finished threads only when the next request
@@ -43,7 +44,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .reactor import Reactor
-from .server import BaseServer, HandOff, MixInBase
+from .server import BaseServer, HandOff, MixInBase, refuse_stdlib_base
 from .sockets import TCPServer, UDPServer
 
 #: Seconds ``drain()`` waits for workers to end once their connections are
@@ -94,11 +95,29 @@ class _ThreadRegistry:
         self._lock = threading.Lock()
         # Worker -> the request it serves (so drain() can cut it).
         self._live: dict[threading.Thread, Any] = {}
+        # join() waits here while a worker is between append() and the
+        # return of its start(): Thread.join() raises RuntimeError on a
+        # thread whose start() has not yet got going, and server_close() on
+        # another thread (with handle_request() on this one, or as a loop
+        # stops) can come right then.  As the pool's _Pool._starting.
+        self._start_returned = threading.Condition(self._lock)
+        self._starting: set[threading.Thread] = set()
 
     def append(self, thread: threading.Thread, request: Any = None) -> None:
-        """Remember a worker (called before it starts, so it cannot be missed)."""
+        """Remember a worker about to start; ``started()`` must follow, whatever ``start()`` did.
+
+        Called before ``start()``, so that a worker that finishes at once
+        cannot forget itself before it is remembered.
+        """
         with self._lock:
             self._live[thread] = request
+            self._starting.add(thread)
+
+    def started(self, thread: threading.Thread) -> None:
+        """The worker's ``start()`` returned or raised: ``join()`` may look at it now."""
+        with self._lock:
+            self._starting.discard(thread)
+            self._start_returned.notify_all()
 
     def requests(self) -> list[tuple[threading.Thread, Any]]:
         """The live workers and their requests, as a snapshot."""
@@ -122,6 +141,8 @@ class _ThreadRegistry:
         """
         while True:
             with self._lock:
+                while self._starting:
+                    self._start_returned.wait()
                 thread = next((t for t in self._live if not t.daemon), None)
             if thread is None:
                 return
@@ -153,6 +174,15 @@ class ThreadingMixIn(MixInBase):
         process_request_thread(request, client_address): the body of a
         worker thread.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, ThreadingMixIn)
 
     #: Start workers as daemon threads, so they do not keep the interpreter
     #: alive at exit, and ``server_close()`` does not wait for them (they are
@@ -194,10 +224,12 @@ class ThreadingMixIn(MixInBase):
             target=self._run_worker, args=(request, client_address, handoff),
             daemon=self.daemon_threads,
         )
-        # Registered before start(): a worker that finished at once would
-        # otherwise forget itself before it was remembered, and stay forever.
-        self._threads.append(worker, request)
         try:
+            # Registered before start(): a worker that finished at once would
+            # otherwise forget itself before it was remembered, and stay
+            # forever.  Inside the try, so that started() follows whatever
+            # lands after it (join() waits for that).
+            self._threads.append(worker, request)
             worker.start()
         except BaseException:
             # Usually the thread never ran.  But an interrupt inside start()
@@ -206,6 +238,8 @@ class ThreadingMixIn(MixInBase):
             if handoff is None or handoff.take_back():
                 self._threads.forget(worker)
             raise
+        finally:
+            self._threads.started(worker)
         if handoff is not None:
             # On the worker's behalf, so that an interrupt from here on
             # leaves the request to it, however late the worker runs.

@@ -44,7 +44,7 @@ import time
 from typing import Any
 
 from .reactor import Reactor, Timer
-from .server import HandOff, MixInBase, logger
+from .server import HandOff, MixInBase, logger, refuse_stdlib_base
 from .sockets import TCPServer
 from .threading_mixin import DRAIN_GRACE, cut_connections, run_to_completion
 
@@ -273,6 +273,15 @@ class ThreadPoolMixIn(MixInBase):
 
     Methods to override: process_request_thread (same as ThreadingMixIn).
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse, as the class statement runs, a mix with stdlib's server classes.
+
+        See ``server.refuse_stdlib_base``: our mixin on stdlib's
+        ``TCPServer`` (``http.server`` imported stdlib's) cannot work.
+        """
+        super().__init_subclass__(**kwargs)
+        refuse_stdlib_base(cls, ThreadPoolMixIn)
 
     #: Worker threads at most.  Each handles one connection at a time, for
     #: the connection's whole life.
