@@ -16,7 +16,8 @@ DIAGRAMS = ROOT / "diagrams"
 
 #: The names the docs embed: fixed, whatever the tree contains.
 EXPECTED = [
-    "class-hierarchy", "construction", "serve-forever-iteration", "shutdown-handshake",
+    "architecture", "class-hierarchy", "construction", "serve-forever-iteration",
+    "shutdown-handshake",
     "request-sync", "request-threading", "request-forking", "request-udp", "request-unix",
     "handle-request-timeout", "verify-request-refused", "handler-error",
     "multiplexing", "server-group", "request-threadpool",
