@@ -157,7 +157,9 @@ class Reactor:
         # cancel would need an index for no gain at a server's timer counts)
         # or until they are most of it: one long idle timeout at the top
         # would otherwise pin every later cancelled entry behind it (issue
-        # 10: 2,000 short connections under one idle client kept 64 MiB).
+        # 10: 2,000 short connections under one idle client kept their 32 KiB
+        # each; ``python -m pytest tests/test_multiplexing_correctness.py -k
+        # release_their_buffers``).
         # Loop thread only, like the selector.
         self._timers: list[tuple[float, int, Timer]] = []
         self._cancelled_timers = 0  # entries of _timers that are cancelled
@@ -183,8 +185,9 @@ class Reactor:
         # Register first: a new file object is the common case (every
         # accepted connection), and a selector reports "not registered" with
         # a KeyError whose message holds the socket's repr(), which costs a
-        # getsockname() and a getpeername(): once measured at 10% of the
-        # multiplexing server's time under a connection storm.
+        # getsockname() and a getpeername(): once 9.5% of the multiplexing
+        # server's samples under a connection storm (py-spy under ``loadgen -m
+        # connrate``, docs/optimisations.md, commit 6a480ab).
         try:
             self._selector.register(fileobj, events, callback)
         except KeyError:  # its descriptor number is in the selector's table

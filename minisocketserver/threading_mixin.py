@@ -194,7 +194,7 @@ class ThreadingMixIn(MixInBase):
     #: At most this many workers at once (``None``: no limit, as stdlib).
     #: At the limit the loop stops accepting until a worker finishes, so
     #: excess clients wait in the kernel's listen backlog instead of each
-    #: costing a thread (about 8 MiB of reserved stack) here.
+    #: costing a thread (about 8 MiB of reserved stack, ``ulimit -s``) here.
     max_threads: int | None = None
     # The class default is never filled: process_request gives each server
     # its own registry on first use, and until then len(server._threads) is 0.

@@ -65,7 +65,8 @@ class _Pool:
         # drain() waits here for the pool to empty.  A second condition on the
         # same lock, so that finishing a request wakes drain() alone: with one
         # condition, notify_all() woke every idle worker on every request
-        # only for each to find no work (connection rate 0.87x stdlib's).
+        # only for each to find no work (connection rate 0.87x stdlib's in a full
+        # run of ``python benchmarks/run.py``; docs/optimisations.md).
         self._emptied = threading.Condition(lock)
         # join() waits here while a worker is between add_worker() and the
         # return of its start(): Thread.join() raises on a thread whose
