@@ -586,8 +586,10 @@ ARCHITECTURE_CALLS: list[tuple[Callable[..., Any], str]] = [
     (BaseServer.shutdown, "wake"),
     (BaseServer._on_listener_ready, "_handle_request_noblock"),
     (BaseServer._handle_request_noblock, "get_request"),
-    (BaseServer._handle_request_noblock, "verify_request"),
-    (BaseServer._handle_request_noblock, "process_request"),
+    (BaseServer._handle_request_noblock, "_take_request"),
+    (BaseServer._take_request, "verify_request"),
+    (BaseServer._take_request, "admit_request"),
+    (BaseServer._take_request, "process_request"),
     (BaseServer.process_request, "finish_request"),
     (BaseServer.process_request, "shutdown_request"),
     (BaseServer.finish_request, "RequestHandlerClass"),
@@ -617,8 +619,16 @@ def architecture() -> str:
                                "update architecture() in minisocketserver/diagrams.py")
     classes = [cls for cls in (getattr(_package, name) for name in _package.__all__)
                if isinstance(cls, type)]
-    mixins = [cls for cls in classes
-              if "process_request" in vars(cls) and not issubclass(cls, BaseServer)]
+    # A concurrency model takes the request over in process_request; a
+    # layer (TLS, admission) does its part and hands it on through super().
+    def is_layer(cls: type) -> bool:
+        own = vars(cls)
+        return "admit_request" in own or (
+            "process_request" in own and "super" in own["process_request"].__code__.co_names)
+
+    layers = [cls for cls in classes if not issubclass(cls, BaseServer) and is_layer(cls)]
+    mixins = [cls for cls in classes if "process_request" in vars(cls)
+              and not issubclass(cls, BaseServer) and cls not in layers]
     roots = [cls for cls in classes
              if _is_handler(cls) and not any(_is_handler(base) for base in cls.__bases__)]
     tcp = sockets.TCPServer
@@ -645,12 +655,15 @@ def architecture() -> str:
                  *(f"{job}: " + ", ".join(f"{getattr(Reactor, name).__name__}()"
                                           for name in names)
                    for job, names in REACTOR_JOBS)),
-             *(hook(name) for name in ("get_request", "verify_request", "process_request",
-                                       "finish_request"))]
+             *(hook(name) for name in ("get_request", "verify_request", "admit_request",
+                                       "process_request", "finish_request"))]
     for mixin in mixins:
         gist = (inspect.getdoc(vars(mixin)["process_request"]) or "").splitlines()[0]
         lines.append(box(mixin.__name__, mixin.__name__, gist.split(": ", 1)[-1].rstrip("."),
                          _file_of(mixin)))
+    if layers:
+        lines.append(box("layers", "layers on any model",
+                         *(f"{cls.__name__} · {_file_of(cls)}" for cls in layers)))
     for root in roots:
         lines.append(box(root.__name__, root.__name__,
                          *(f"▸ {cls.__name__}" for cls in classes if root in cls.__bases__),
@@ -662,7 +675,8 @@ def architecture() -> str:
               '    loop -- "select()" --> reactor',
               '    shutdown -. "wake()" .-> reactor',
               '    reactor -- "listener ready" --> get_request',
-              "    get_request --> verify_request --> process_request",
+              "    get_request --> verify_request --> admit_request --> process_request",
+              *(['    admit_request -. "TLS, first bytes" .- layers'] if layers else []),
               '    process_request -- "sync" --> finish_request']
     for mixin in mixins:
         lines.append(f"    process_request --> {mixin.__name__}")
