@@ -6,7 +6,13 @@ walkthrough explains it (see ``minisocketserver.tour``).
 
 ``echo`` runs the seed document's echo server: every chunk a client sends
 comes back with "好" appended, on 127.0.0.1:8001 unless told otherwise.  Try
-it with ``nc 127.0.0.1 8001`` or ``docs/examples/echo_client.py``.
+it with ``nc 127.0.0.1 8001`` or ``docs/examples/echo_client.py``.  It can
+also serve sockets it did not bind (see ``minisocketserver.activation``):
+``echo --fd N`` the one at descriptor N, ``echo --systemd`` every socket a
+service manager passed (systemd, ``systemd-socket-activate``), each with
+the server class its family and type need, all on one ``ServerGroup`` loop,
+telling the manager ``READY=1`` and ``STOPPING=1``.  A datagram socket gets
+the same answer per datagram.
 
 ``run -m MODULE [ARGS...]`` and ``run SCRIPT [ARGS...]`` run a program as
 ``python -m MODULE`` or ``python SCRIPT`` would, with this package standing
@@ -17,42 +23,71 @@ http.server 8000`` serves files on our classes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
+from types import FrameType
+from typing import cast
 
-from . import alias, sockets, threading_mixin
+from . import activation, alias, sockets, threading_mixin
+from .handlers import BaseRequestHandler
 
 # Re-exported ("as"), for callers of the old place: the seed's handler lives in
 # seed.py, which both this module and tour.py import, so neither has to
 # import the other for it.
 from .seed import SUFFIX as SUFFIX
 from .seed import SeedEchoHandler as SeedEchoHandler
+from .server_group import ServerGroup
 
 PROG = "python -m minisocketserver"
 RUN_USAGE = f"usage: {PROG} run -m MODULE [ARGS...] | SCRIPT [ARGS...]"
 
 
-def _server_class(model: str) -> type[sockets.TCPServer]:
-    """The server class for ``--model``; Ctrl-C must not wait for clients."""
+def _server_class(
+    model: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+) -> type[sockets.TCPServer]:
+    """The server class for ``--model`` and a socket's family and type.
+
+    Ctrl-C must not wait for clients: the threading demo's workers are
+    daemons and not joined, the forking demo's children get the same
+    SIGINT from the terminal and exit themselves.
+    """
+    unix = family == getattr(socket, "AF_UNIX", None)
+    datagram = kind == socket.SOCK_DGRAM
+    name = ("Unix" + ("Datagram" if datagram else "Stream") if unix
+            else ("UDP" if datagram else "TCP")) + "Server"
     if model == "sync":
-        return sockets.TCPServer
+        return cast("type[sockets.TCPServer]", getattr(sockets, name))
     if model == "threading":
+        base = getattr(threading_mixin, "Threading" + name)
+        overrides = {"daemon_threads": True, "block_on_close": False}
+    else:
+        from . import forking_mixin  # POSIX only
 
-        class DemoThreadingServer(threading_mixin.ThreadingTCPServer):
-            # A demo stops on Ctrl-C even while clients are connected.
-            daemon_threads = True
-            block_on_close = False
+        base = getattr(forking_mixin, "Forking" + name)
+        overrides = {"block_on_close": False}
+    # "Demo" + the base's name, so that a traceback says which one it is.
+    return cast("type[sockets.TCPServer]", type("Demo" + base.__name__, (base,), overrides))
 
-        return DemoThreadingServer
-    from . import forking_mixin  # POSIX only
 
-    class DemoForkingServer(forking_mixin.ForkingTCPServer):
-        # Children get the same SIGINT from the terminal and exit themselves.
-        block_on_close = False
+class SeedDatagramEchoHandler(BaseRequestHandler):
+    """The seed's answer for a datagram socket: each datagram back, plus "好".
 
-    return DemoForkingServer
+    ``request`` is ``(data, socket)`` on a datagram server.  A Unix
+    datagram client that did not bind has no address to answer to (its
+    ``client_address`` is empty), so it gets nothing, as with any
+    datagram service.
+    """
+
+    def handle(self) -> None:
+        data, sock = self.request
+        if self.client_address:
+            sock.sendto(data + SUFFIX, self.client_address)
 
 
 def run_echo(host: str, port: int, model: str) -> int:
@@ -67,6 +102,126 @@ def run_echo(host: str, port: int, model: str) -> int:
             server.serve_forever()
         except KeyboardInterrupt:
             print("\nstopped", flush=True)
+    return 0
+
+
+class Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler ``serve_inherited()`` installs.
+
+    A BaseException, as KeyboardInterrupt is, because the sync model runs
+    the handler on the loop's own thread: an Exception raised there while
+    a request is handled would go to ``handle_error()`` and the loop would
+    go on serving.
+    """
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """The SIGTERM handler: called by Python in the main thread, between bytecodes."""
+    raise Terminated
+
+
+def _describe(sock: socket.socket) -> str:
+    """The address a client would use, as the line "serving echo on ..." shows it."""
+    address = sock.getsockname()
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        if isinstance(address, bytes):  # Linux's abstract namespace, shown as systemd does
+            address = "@" + address[1:].decode(errors="backslashreplace")
+        shown = address or "(unnamed Unix socket)"
+        return "datagram " + shown if sock.type == socket.SOCK_DGRAM else shown
+    host, port = address[:2]
+    shown = f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+    return "udp " + shown if sock.type == socket.SOCK_DGRAM else shown
+
+
+def _socket_at(fd: int) -> socket.socket:
+    """The socket at inherited descriptor ``fd``; ValueError (one line) if there is none."""
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError as exc:  # EBADF, or a negative number
+        raise ValueError(f"--fd {fd}: descriptor {fd} is not open") from exc
+    if not is_socket:
+        raise ValueError(f"--fd {fd}: descriptor {fd} is not a socket")
+    # As listen_fds() does: the programs a server starts must not hold the
+    # listener open (a restart of the server would not free it).
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
+def _systemd_sockets() -> list[tuple[str, socket.socket]]:
+    """The sockets of systemd's protocol; ValueError (one line) when none were passed to us."""
+    count, pid = os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_PID")
+    found = activation.listen_fds_with_names()  # ValueError if malformed or not sockets
+    if found:
+        return found
+    if count is None:
+        raise ValueError("--systemd: no sockets passed (LISTEN_FDS unset)")
+    if pid != str(os.getpid()):
+        # Inherited from an ancestor that did not take them: not ours.
+        raise ValueError(f"--systemd: no sockets passed (LISTEN_PID={pid}, "
+                         f"this process is {os.getpid()})")
+    raise ValueError(f"--systemd: no sockets passed (LISTEN_FDS={count})")
+
+
+def serve_inherited(fd: int | None, model: str) -> int:
+    """``echo --fd N`` (``fd``) or ``echo --systemd`` (``fd`` None): serve until stopped.
+
+    Every socket gets the server class its family and type need
+    (``from_socket()`` checks it is bound, and listening if a stream), and
+    all of them one ``ServerGroup``.  Errors before serving are one line
+    on stderr and exit status 2; Ctrl-C and SIGTERM stop the loop and exit
+    0, after ``STOPPING=1`` to a service manager that listens.
+    """
+    command = f"{PROG} echo"
+    servers: list[sockets.TCPServer] = []
+    try:
+        found = ([("", _socket_at(fd))] if fd is not None else _systemd_sockets())
+        for index, (name, sock) in enumerate(found):
+            cls = _server_class(model, sock.family, sock.type)
+            handler = (SeedDatagramEchoHandler if sock.type == socket.SOCK_DGRAM
+                       else SeedEchoHandler)
+            where = (f"--fd {fd}" if fd is not None
+                     else f"--systemd: fd {sock.fileno()} (name {name})")
+            try:
+                servers.append(cls.from_socket(sock, handler))
+            except ValueError as error:
+                # from_socket() leaves a socket it refuses alone: close it
+                # and the ones not reached yet, so that none leaks.
+                for _, rest in found[index:]:
+                    rest.close()
+                # Its message starts "DemoThreadingTCPServer.from_socket(): ",
+                # a class the user never named; the option is what they wrote.
+                reason = str(error).partition("(): ")[2] or str(error)
+                raise ValueError(f"{where}: {reason}") from error
+    except ValueError as error:
+        for server in servers:
+            server.server_close()
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
+    # Installed before READY=1: a manager may stop us as soon as it has it.
+    # Only the main thread gets Python-level signals, and it runs the loop.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with ServerGroup(servers) as group:
+            for (name, _), server in zip(found, servers, strict=True):
+                label = f", name {name}" if name else ""
+                print(f"serving echo on {_describe(server.socket)} "
+                      f"(inherited fd {server.socket.fileno()}{label})", flush=True)
+            try:
+                activation.notify("READY=1")
+            except OSError as error:
+                print(f"{command}: cannot tell the service manager READY=1: {error}",
+                      file=sys.stderr)
+                return 1
+            try:
+                group.serve_forever()
+            except (KeyboardInterrupt, Terminated):
+                print("stopped", flush=True)
+            # The manager may already be gone (it is what sent SIGTERM): a
+            # goodbye it cannot read changes nothing.
+            with contextlib.suppress(OSError):
+                activation.notify("STOPPING=1")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -156,9 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     echo = commands.add_parser("echo", help="the seed's echo server (reply = message + 好)")
-    echo.add_argument("--host", default="127.0.0.1")
-    echo.add_argument("--port", type=int, default=8001, help="0 picks a free port")
+    # None, not the defaults, so that main() can tell --host/--port given
+    # from not given: they exclude --fd and --systemd.
+    echo.add_argument("--host", help="default: 127.0.0.1")
+    echo.add_argument("--port", type=int, help="default: 8001; 0 picks a free port")
     echo.add_argument("--model", choices=["sync", "threading", "forking"], default="threading")
+    inherited = echo.add_mutually_exclusive_group()
+    inherited.add_argument("--fd", type=int, metavar="N",
+                           help="serve the socket this process inherited as descriptor N "
+                                "(TCP, UDP or Unix; streams must listen)")
+    inherited.add_argument("--systemd", action="store_true",
+                           help="serve every socket passed by systemd's socket activation "
+                                "(LISTEN_FDS), and report READY=1 to NOTIFY_SOCKET")
     tour = commands.add_parser(
         "tour", help="run an echo service and print its call flow live, step by step")
     tour.add_argument("model", nargs="?", default="threading", choices=tour_mod.MODELS,
@@ -184,7 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_target(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "echo":
-        return run_echo(args.host, args.port, args.model)
+        if args.fd is not None or args.systemd:
+            given = [option for option, value in (("--host", args.host), ("--port", args.port))
+                     if value is not None]
+            if given:
+                inherited = "--systemd" if args.systemd else "--fd"
+                print(f"{PROG} echo: error: {inherited} serves inherited sockets; "
+                      f"it takes no {' or '.join(given)}", file=sys.stderr)
+                return 2
+            return serve_inherited(args.fd, args.model)
+        host = "127.0.0.1" if args.host is None else args.host
+        return run_echo(host, 8001 if args.port is None else args.port, args.model)
     if args.command == "tour":
         from . import tour as tour_mod
 
