@@ -30,6 +30,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import cast
@@ -105,19 +106,32 @@ def run_echo(host: str, port: int, model: str) -> int:
     return 0
 
 
-class Terminated(BaseException):
-    """Raised in the main thread by the SIGTERM handler ``serve_inherited()`` installs.
+class _ShutdownOnSignal:
+    """SIGTERM's handler while ``serve_inherited()`` serves: stop the group from a thread.
 
-    A BaseException, as KeyboardInterrupt is, because the sync model runs
-    the handler on the loop's own thread: an Exception raised there while
-    a request is handled would go to ``handle_error()`` and the loop would
-    go on serving.
+    Python runs a handler in the main thread at its next bytecode, wherever
+    that is, so a handler that raises (as Ctrl-C's KeyboardInterrupt does)
+    can have its exception swallowed: in the forking model, a SIGTERM that
+    lands between fork() and the at-fork hooks the parent runs after it
+    becomes "Exception ignored in _releaseLock", and the server serves on
+    (seen under load in tests/test_cli_activation.py).  This handler raises nothing: it
+    starts one thread that calls ``shutdown()`` (which must not run on the
+    loop's own thread), and ``serve_forever()`` returns in the main thread
+    as it does for any shutdown, the sync model after the request it is
+    in.  Ctrl-C keeps Python's KeyboardInterrupt, which stops at once.
+
+    Used by the main thread only (handlers run there): no lock.
     """
 
+    def __init__(self, group: ServerGroup) -> None:
+        self._group = group
+        self.stopper: threading.Thread | None = None
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    """The SIGTERM handler: called by Python in the main thread, between bytecodes."""
-    raise Terminated
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        """Called by Python in the main thread when SIGTERM arrives (again: no new thread)."""
+        if self.stopper is None:
+            self.stopper = threading.Thread(target=self._group.shutdown, name="SIGTERM")
+            self.stopper.start()
 
 
 def _describe(sock: socket.socket) -> str:
@@ -197,11 +211,11 @@ def serve_inherited(fd: int | None, model: str) -> int:
             server.server_close()
         print(f"{command}: {error}", file=sys.stderr)
         return 2
-    # Installed before READY=1: a manager may stop us as soon as it has it.
-    # Only the main thread gets Python-level signals, and it runs the loop.
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with ServerGroup(servers) as group:
+    with ServerGroup(servers) as group:
+        # Installed before READY=1: a manager may stop us as soon as it has it.
+        on_sigterm = _ShutdownOnSignal(group)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
             for (name, _), server in zip(found, servers, strict=True):
                 label = f", name {name}" if name else ""
                 print(f"serving echo on {_describe(server.socket)} "
@@ -212,16 +226,18 @@ def serve_inherited(fd: int | None, model: str) -> int:
                 print(f"{command}: cannot tell the service manager READY=1: {error}",
                       file=sys.stderr)
                 return 1
-            try:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop, as SIGTERM does
                 group.serve_forever()
-            except (KeyboardInterrupt, Terminated):
-                print("stopped", flush=True)
+            print("stopped", flush=True)
             # The manager may already be gone (it is what sent SIGTERM): a
             # goodbye it cannot read changes nothing.
             with contextlib.suppress(OSError):
                 activation.notify("STOPPING=1")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if on_sigterm.stopper is not None:
+                # shutdown() returns once serve_forever() has: at once by now.
+                on_sigterm.stopper.join()
     return 0
 
 

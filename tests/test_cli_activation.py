@@ -85,10 +85,12 @@ def test_systemd_serves_every_passed_listener_and_reports_ready_and_stopping(
     model: str, tmp_path: Path, no_leaks: Resources
 ) -> None:
     activate = _need_activate()
-    families = [socket.AF_INET] + ([socket.AF_INET6] if HAS_IPV6 else [])
+    families: list[int] = [socket.AF_INET, *([socket.AF_INET6] if HAS_IPV6 else [])]
     port = _unused_port(families)
     unix_path = str(tmp_path / "echo.sock")
-    listeners = [(socket.AF_INET, ("127.0.0.1", port), f"127.0.0.1:{port}", "a")]
+    listeners: list[tuple[int, Any, str, str]] = [
+        (socket.AF_INET, ("127.0.0.1", port), f"127.0.0.1:{port}", "a")
+    ]
     if HAS_IPV6:
         listeners.append((socket.AF_INET6, ("::1", port), f"[::1]:{port}", "b"))
     listeners.append((socket.AF_UNIX, unix_path, unix_path, "c"))
