@@ -114,11 +114,12 @@ class _ShutdownOnSignal:
     can have its exception swallowed: in the forking model, a SIGTERM that
     lands between fork() and the at-fork hooks the parent runs after it
     becomes "Exception ignored in _releaseLock", and the server serves on
-    (seen under load in tests/test_cli_activation.py).  This handler raises nothing: it
-    starts one thread that calls ``shutdown()`` (which must not run on the
-    loop's own thread), and ``serve_forever()`` returns in the main thread
-    as it does for any shutdown, the sync model after the request it is
-    in.  Ctrl-C keeps Python's KeyboardInterrupt, which stops at once.
+    (seen under load in tests/test_cli_activation.py).  This handler
+    raises nothing: it starts one thread that calls ``shutdown()`` (which
+    must not run on the loop's own thread), and ``serve_forever()``
+    returns in the main thread as it does for any shutdown, the sync model
+    after the request it is in.  Ctrl-C keeps Python's KeyboardInterrupt,
+    which stops at once.
 
     Used by the main thread only (handlers run there): no lock.
     """
