@@ -3,8 +3,9 @@
 Design map, part 6 of 6 (with tour.py and diagrams.py).  While a :class:`Tracer` is
 enabled, every hook of the library -- the server pipeline, the loop, the
 reactor's ``select``/``wake``, the mixins, the admission stage and TLS,
-the handlers -- and every method of the user's classes is replaced, on its class, by a wrapper that records
-the call and its return or exception::
+the handlers -- and every method of the user's classes is replaced, on
+its class, by a wrapper that records the call and its return or
+exception::
 
     with Tracer() as tracer:            wrap the hooks on their classes
         ... run a server, talk to it ...
