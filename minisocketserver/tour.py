@@ -24,6 +24,11 @@ name a class, a class of the wrong kind, a server and a handler that cannot
 work together -- is refused before anything runs, with one line on stderr
 and exit status 2.
 
+``tour tls`` runs ``ThreadingTLSServer`` with a self-signed certificate
+made for the occasion by ``openssl req -x509`` in a temporary directory
+(``throwaway_tls``; without openssl, one line on stderr and exit status 2),
+and its clients connect with TLS.
+
 The same driver records the flows in ``diagrams/`` (see diagrams.py): it
 lets every thread go quiet before each step, which is what makes a
 recording of real threads render identically on every run.
@@ -32,12 +37,16 @@ recording of real threads render identically on every run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any, TextIO
 
@@ -46,9 +55,14 @@ from .server import BaseServer
 from .threading_mixin import ThreadingMixIn
 from .tracer import Event, Tracer, timeline_lines
 
-#: What each hook is for, and the chapter that explains it, keyed by name.
-#: The tour looks every recorded hook up here; a method of the user's own
-#: (no hook) is printed without an explanation.
+#: The chapter on TLS, IPv6 and inherited sockets.
+TLS_CHAPTER = "docs/11-tls-ipv6-activation.md"
+
+#: What each hook is for, and the chapter that explains it, keyed by name,
+#: or by ``Class.name`` where one class's override does something else
+#: (TLS's ``finish_request`` runs the handshake).  The tour looks every
+#: recorded hook up here; a method of the user's own (no hook) is printed
+#: without an explanation.
 EXPLAIN: dict[str, tuple[str, str]] = {
     "__init__": ("constructor: TCPServer's opens the socket, binds and listens; "
                  "BaseServer's stores the address and handler class",
@@ -78,8 +92,32 @@ EXPLAIN: dict[str, tuple[str, str]] = {
                     "docs/04-socket-servers.md"),
     "verify_request": ("policy check: returning False refuses the request",
                        "docs/03-baseserver.md"),
+    "admit_request": ("go on now, or hold the new connection in the loop until it speaks "
+                      "(AdmissionMixIn, TLS): a silent client then costs one descriptor, "
+                      "not a worker", TLS_CHAPTER),
+    "first_bytes_arrived": ("the held connection spoke (a ClientHello): on to "
+                            "process_request, which starts the model", TLS_CHAPTER),
+    "admission_refused": ("it stayed silent past the deadline, or left: closed quietly, "
+                          "counted in tls_stats", TLS_CHAPTER),
     "process_request": ("hand the request to the concurrency model",
                         "docs/03-baseserver.md"),
+    "TLSMixIn.process_request": ("wrap the socket for TLS without any I/O "
+                                 "(do_handshake_on_connect=False), then hand it on",
+                                 TLS_CHAPTER),
+    "MultiplexingTLSServer.process_request": (
+        "a new connection: start its handshake in the loop; a finished one: build "
+        "the handler", TLS_CHAPTER),
+    "TLSMixIn.finish_request": ("the TLS handshake, here on the worker, under what is "
+                                "left of handshake_timeout; then the handler, in plaintext",
+                                TLS_CHAPTER),
+    "_handshake": ("do_handshake(): blocks this worker only, bounded by the deadline; "
+                   "the outcome is counted in tls_stats", TLS_CHAPTER),
+    "_handshake_advance": ("one handshake step on memory BIOs, never blocking; the "
+                           "reactor calls it again when the socket is ready", TLS_CHAPTER),
+    "handshake_failed": ("the handshake failed or timed out: logged at debug, never "
+                         "handle_error; the handler never sees this client", TLS_CHAPTER),
+    "TLSMixIn.shutdown_request": ("close_notify if a session is up (without waiting for "
+                                  "the peer's), then FIN and close", TLS_CHAPTER),
     "process_request_thread": ("the worker thread's body: finish, then shut down the request",
                                "docs/06-threading.md"),
     "finish_request": ("build RequestHandlerClass(request, client_address, server)",
@@ -149,7 +187,7 @@ EXPLAIN_STDLIB: dict[str, tuple[str, str]] = {
 }
 
 #: The server class each MODEL tours.
-MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing"]
+MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing", "tls"]
 
 #: What the tour's echo appends, as the seed's server did.
 SUFFIX = "好".encode()
@@ -233,6 +271,7 @@ def _model_classes(model: str) -> tuple[type, type] | None:
         "udp": ("UDPServer", DatagramEchoHandler),
         "unix": ("UnixStreamServer", SeedEchoHandler),
         "multiplexing": ("MultiplexingTCPServer", None),
+        "tls": ("ThreadingTLSServer", SeedEchoHandler),
     }
     name, handler = names[model]
     server_class = getattr(package, name, None)
@@ -326,6 +365,52 @@ def _default_handler(server_class: type) -> type:
     return SeedEchoHandler
 
 
+# -- TLS: a throwaway certificate ----------------------------------------------
+
+
+@dataclasses.dataclass
+class TLSContexts:
+    """The two ends of a toured TLS connection: the server's context and the client's."""
+
+    server: Any  # ssl.SSLContext: ssl is imported only where TLS is toured
+    client: Any
+
+
+@contextlib.contextmanager
+def throwaway_tls() -> Iterator[TLSContexts]:
+    """Contexts for a self-signed certificate made now, in a directory removed after.
+
+    The tour and the diagrams make their own certificate with ``openssl req
+    -x509`` rather than ship one: a committed key would be a key anyone
+    can read.  Nothing of it reaches a recording (the tracer shows
+    arguments by name only).  Raises :class:`TourSetupError` without openssl.
+    """
+    import ssl
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise TourSetupError("the tls model makes a throwaway certificate with openssl, "
+                             "and there is no openssl on PATH")
+    with tempfile.TemporaryDirectory(prefix="minisocketserver-tls-") as directory:
+        cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        # An EC key: made in milliseconds, where RSA-2048 takes a good part
+        # of a second.
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+             "-days", "1", "-keyout", key, "-out", cert],
+            check=True, capture_output=True, timeout=EchoSession.WAIT,
+        )
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert, key)
+        client = ssl.create_default_context(cafile=cert)
+        yield TLSContexts(server, client)
+
+
+def _is_tls(server_class: type) -> bool:
+    return _is_model(server_class, "TLSMixIn")
+
+
 # -- the driver ---------------------------------------------------------------
 
 
@@ -341,8 +426,10 @@ class EchoSession:
     WAIT = 10.0
 
     def __init__(self, tracer: Tracer, server_class: type, handler_class: type,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, tls: TLSContexts | None = None) -> None:
         self.tracer = tracer
+        #: The contexts of a TLS server and its clients (``None``: plaintext).
+        self.tls = tls
         self.server_class = server_class
         self.handler_class = handler_class
         self.poll_interval = poll_interval
@@ -369,7 +456,11 @@ class EchoSession:
     def construct(self, note: str | None = None) -> Any:
         if note:
             self.tracer.note(note)
-        self.server = self.server_class(self.address(), self.handler_class)
+        if self.tls is not None:
+            self.server = self.server_class(self.address(), self.handler_class,
+                                            context=self.tls.server)
+        else:
+            self.server = self.server_class(self.address(), self.handler_class)
         return self.server
 
     def start(self) -> None:
@@ -390,7 +481,10 @@ class EchoSession:
         """
         self.tracer.note(note)
         self._since = self.tracer.mark()
-        reply = self._datagram(payload) if self.datagram else self._stream(payload)
+        if self.tls is not None:
+            reply = self._tls_stream(payload)
+        else:
+            reply = self._datagram(payload) if self.datagram else self._stream(payload)
         self.tracer.wait_quiet(self.WAIT)
         self.refused = self._was_refused()
         return reply
@@ -435,6 +529,40 @@ class EchoSession:
                 # SHUT_WR, not close(): a forked child holds a copy of this
                 # socket, so only an explicit half-close reaches the handler.
                 client.shutdown(socket.SHUT_WR)
+                while chunk := client.recv(65536):
+                    chunks.append(chunk)
+            return b"".join(chunks)
+
+    def _tls_stream(self, payload: bytes) -> bytes:
+        """A TLS client: handshake, ``payload``, its answer, then a half-close.
+
+        Each step waits for the server to be done with the last, so that
+        the records reach it one at a time: a handshake's last flight and
+        the first data in one segment would be one step of the
+        multiplexing model's handshake instead of two, and the recording
+        would depend on the scheduler.  The client ends with a plain
+        SHUT_WR (the server reads it as the end of the stream) and reads
+        the server's close_notify and FIN.
+        """
+        assert self.tls is not None
+        since = self._since
+        with socket.create_connection(self.server.server_address, self.WAIT) as raw, \
+                self.tls.client.wrap_socket(raw, server_hostname="localhost") as client:
+            # Our side of the handshake is over; wait for the server's, up
+            # to the handler it builds (or the failure it reports).
+            self.tracer.wait_for(lambda events: any(
+                e.kind == "call" and not e.helper
+                and e.method in ("setup", "handshake_failed", "handle_error")
+                for e in events[since:]), self.WAIT)
+            self.tracer.wait_quiet(self.WAIT, loops_only=True)
+            chunks = []
+            with contextlib.suppress(ConnectionError, OSError):
+                client.sendall(payload)
+                chunks.append(client.recv(65536))
+                self.tracer.wait_quiet(self.WAIT, loops_only=True)
+                # socket.socket's shutdown: SSLSocket's would drop the
+                # session, and the close_notify still to come with it.
+                socket.socket.shutdown(client, socket.SHUT_WR)
                 while chunk := client.recv(65536):
                     chunks.append(chunk)
             return b"".join(chunks)
@@ -549,7 +677,8 @@ class LivePrinter:
         pad = " " * (self.WIDTH + 2) + "  " * event.depth + "   "
         # A method of the user's may share a hook's name (a handler's own
         # close()): only a hook gets the hook's explanation.
-        known = None if event.helper else EXPLAIN.get(event.method)
+        known = None if event.helper else EXPLAIN.get(event.qualname,
+                                                      EXPLAIN.get(event.method))
         if self.stdlib and not event.helper:
             known = EXPLAIN_STDLIB.get(event.method, known)
         if known is None:
@@ -582,6 +711,20 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     except TourSetupError as exc:
         err.write(f"minisocketserver tour: error: {exc}\n")
         return 2
+    with contextlib.ExitStack() as stack:
+        tls = None
+        if subject is None and _is_tls(server_class):
+            try:
+                tls = stack.enter_context(throwaway_tls())
+            except TourSetupError as exc:
+                err.write(f"minisocketserver tour: error: {exc}\n")
+                return 2
+        return _run(model, server_class, handler_class, subject, tls, out)
+
+
+def _run(model: str, server_class: type, handler_class: type, subject: ModuleType | None,
+         tls: TLSContexts | None, out: TextIO) -> int:
+    """The tour itself, once its classes (and a TLS server's certificate) are ready."""
     where = "a temporary path" if getattr(server_class, "address_family", None) == getattr(
         socket, "AF_UNIX", None) else "127.0.0.1, on a port the kernel picks"
     server_name = server_class.__name__
@@ -600,7 +743,7 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     forks = _is_forking(server_class) or any(
         c.__name__ == "ForkingMixIn" for c in server_class.__mro__)
     poll = 0.1 if forks else 0.5
-    session = EchoSession(tracer, server_class, handler_class, poll_interval=poll)
+    session = EchoSession(tracer, server_class, handler_class, poll_interval=poll, tls=tls)
     replies = []
     refused = []
     with tracer:
@@ -612,6 +755,9 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
         for number, word in enumerate([b"hello", b"world"], start=1):
             if session.datagram:
                 step = f"client {number} sends the datagram {word!r}"
+            elif tls is not None:
+                step = (f"client {number} connects with TLS, sends {word!r}, "
+                        "then half-closes (SHUT_WR)")
             else:
                 step = f"client {number} connects, sends {word!r}, then half-closes (SHUT_WR)"
             replies.append(session.request(word, step))

@@ -2,9 +2,10 @@
 
 Design map, part 6 of 6 (with tour.py and diagrams.py).  While a :class:`Tracer` is
 enabled, every hook of the library -- the server pipeline, the loop, the
-reactor's ``select``/``wake``, the mixins, the handlers -- and every method
-of the user's classes is replaced, on its class, by a wrapper that records
-the call and its return or exception::
+reactor's ``select``/``wake``, the mixins, the admission stage and TLS,
+the handlers -- and every method of the user's classes is replaced, on
+its class, by a wrapper that records the call and its return or
+exception::
 
     with Tracer() as tracer:            wrap the hooks on their classes
         ... run a server, talk to it ...
@@ -92,9 +93,15 @@ SERVER_HOOKS = frozenset({
     "__init__", "server_bind", "server_activate", "serve_forever", "shutdown",
     "handle_request", "handle_timeout", "service_actions", "_attach",
     "_on_listener_ready", "_handle_request_noblock", "get_request", "verify_request",
-    "process_request", "process_request_thread", "finish_request", "shutdown_request",
-    "close_request", "handle_error", "collect_children", "server_close", "_detach",
-    "_serving_ended",
+    "admit_request", "process_request", "process_request_thread", "finish_request",
+    "shutdown_request", "close_request", "handle_error", "collect_children", "server_close",
+    "_detach", "_serving_ended",
+    # The admission stage and TLS (admission.py, tls.py): a connection held
+    # until it speaks, the handshake and its failures, and one non-blocking
+    # step of the multiplexing model's handshake.  The TLS plumbing under
+    # them (TLSTransport, the memory BIOs) stays folded.
+    "first_bytes_arrived", "admission_refused", "_handshake", "handshake_failed",
+    "_handshake_advance",
 })
 #: The hooks traced on ``BaseRequestHandler`` and its subclasses.
 HANDLER_HOOKS = frozenset({"setup", "handle", "finish"})
@@ -122,6 +129,7 @@ LIBRARY_MODULES = frozenset({
     "minisocketserver.threading_mixin", "minisocketserver.forking_mixin",
     "minisocketserver.handlers", "minisocketserver.multiplexing_mixin",
     "minisocketserver.server_group", "minisocketserver.threadpool_mixin",
+    "minisocketserver.admission", "minisocketserver.tls",
 })
 
 #: Names a subject module's classes define that are no step of its flow:
@@ -688,6 +696,7 @@ def _library_roots() -> list[tuple[type, frozenset[str]]]:
         ("MultiplexingMixIn", SERVER_HOOKS),
         ("MultiplexedRequestHandler", MULTIPLEXED_HANDLER_HOOKS),
         ("ServerGroup", GROUP_HOOKS),
+        ("AdmissionMixIn", SERVER_HOOKS),
     ]:
         root = getattr(package, name, None)
         if isinstance(root, type):

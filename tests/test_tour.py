@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_every_explanation_points_to_a_chapter() -> None:
     chapters = {f"docs/{n}" for n in (
         "01-blocking-server.md", "02-select-loop.md", "03-baseserver.md",
         "04-socket-servers.md", "05-handlers.md", "06-threading.md", "07-forking.md",
-        "08-multiplexing.md", "09-shutdown.md", "10-select-poll-epoll.md")}
+        "08-multiplexing.md", "09-shutdown.md", "10-select-poll-epoll.md",
+        "11-tls-ipv6-activation.md")}
     assert {chapter for _, chapter in EXPLAIN.values()} <= chapters
 
 
@@ -105,6 +107,37 @@ def test_a_users_own_classes_show_up(no_leaks: object) -> None:
     assert "AuditingServer overrides this hook: policy check" in out
     assert "ShoutHandler.handle()" in out
     assert "replies [b'HELLO', b'WORLD']" in out
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the tls tour needs openssl")
+def test_the_tls_tour_handshakes_on_the_worker(no_leaks: object) -> None:
+    assert "tls" in available_models()
+    out = tour("tls")
+    assert "ThreadingTLSServer serving SeedEchoHandler" in out
+    admitted = out.index("AdmissionMixIn.admit_request(request, client_address)")
+    spoke = out.index("AdmissionMixIn.first_bytes_arrived(request, client_address)")
+    handshake = out.index("TLSMixIn._handshake(request, client_address)")
+    assert admitted < spoke < handshake
+    # The handshake runs on a worker, never on the loop thread.
+    lines = out.splitlines()
+    handshakes = [line for line in lines if "TLSMixIn._handshake(" in line]
+    assert len(handshakes) == 2 and all(line.startswith("worker thread") for line in handshakes)
+    for text in ("a silent client then costs one descriptor, not a worker",
+                 "the TLS handshake, here on the worker",
+                 "close_notify if a session is up",
+                 "[docs/11-tls-ipv6-activation.md]"):
+        assert text in out, text
+    assert "replies [b'hello\\xe5\\xa5\\xbd', b'world\\xe5\\xa5\\xbd']" in out
+
+
+def test_the_tls_tour_without_openssl_says_so_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_tour("tls", None, None, out, err) == 2
+    assert out.getvalue() == ""
+    assert err.getvalue().count("\n") == 1 and "openssl" in err.getvalue()
 
 
 def test_bad_arguments_are_refused() -> None:
