@@ -473,11 +473,18 @@ class TLSTransport:
         chunks = []
         while True:
             try:
-                chunks.append(self.ssl_object.read(_RECORD))
-                continue
+                chunk = self.ssl_object.read(_RECORD)
             except ssl.SSLWantReadError:
-                pass
+                chunk = None
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            if chunk:
+                chunks.append(chunk)
+                continue
+            if chunk == b"":
+                # The end.  After the peer's close_notify, read() returns
+                # b"" rather than raising SSLZeroReturnError: taken as data,
+                # it would loop here forever and freeze the whole loop.
                 if chunks:
                     break  # the plaintext first; the end on the next call
                 return b""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, recv_until_eof, serving
+from support import WAIT, Resources, connect, recv_exactly, recv_until_eof, serving
 
 import minisocketserver as ours
 from minisocketserver.tls import (
@@ -159,6 +159,44 @@ def test_handler_gets_plaintext_and_the_session(
         reply = ask(server.server_address, client_context)
     assert reply == b"TLSv1.3 http/1.1 hello\n"
     assert (server.tls_stats.completed, server.tls_stats.failed) == (1, 0)
+
+
+class EchoUntilEnd(ours.StreamRequestHandler):
+    """Echoes lines until the client ends the stream (its close_notify, then EOF)."""
+
+    def handle(self) -> None:
+        for line in self.rfile:
+            self.wfile.write(line)
+
+
+class MuxEchoUntilEnd(ours.LineRequestHandler):
+    """``EchoUntilEnd`` for the multiplexing model: the client ends it, not the server."""
+
+    def line_received(self, line: bytes) -> None:
+        self.send(line)
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_a_client_ending_with_close_notify_is_a_clean_end(
+    cls: Any, server_context: ssl.SSLContext, client_context: ssl.SSLContext,
+    no_leaks: Resources,
+) -> None:
+    """The client sends close_notify first (``unwrap()``), as curl and browsers do.
+
+    Before the fix, ``MultiplexingTLSServer`` took the b"" that
+    ``SSLObject.read()`` returns after a close_notify for data and spun in
+    ``TLSTransport.recv`` forever: the unwrap timed out, the next client was
+    never served, and ``shutdown()`` hung.
+    """
+    handler = MuxEchoUntilEnd if issubclass(cls, ours.MultiplexingMixIn) else EchoUntilEnd
+    with serving(cls(("127.0.0.1", 0), handler, context=server_context)) as server:
+        for _ in range(2):  # the loop still serves after the first one ended
+            with tls_connect(server.server_address, client_context) as client:
+                client.sendall(b"one\n")
+                assert recv_exactly(client, 4) == b"one\n"
+                plain = client.unwrap()  # close_notify out, the server's back
+                assert plain.recv(1) == b""  # then its FIN
+                plain.close()
 
 
 def test_from_socket_takes_the_context(
