@@ -487,7 +487,9 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
         "(min–max over the repeats). *gen CPU* is the load generator's CPU share of one "
         "core (it is Python, threads on blocking `ssl` sockets, in one process): near "
         "100% it may be the limit. *server µs/op* is the server process's CPU time per "
-        "operation, which compares servers even when the generator is the limit.",
+        "operation, which compares servers even when the generator is the limit. The "
+        "`+nodelay` rows are ours with `TCP_NODELAY` on each accepted connection, as asyncio "
+        "sets it (the docstring of `benchmarks/tls.py` says why they are here).",
         "",
         "## The machine",
         "",
@@ -512,7 +514,10 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
         f"{SILENT} plain TCP clients connect (non-blocking, up to 2 s for them to be "
         "connected) and send nothing; then one TLS client connects and sends a line. The "
         f"time is from its connect to its echo, capped at {cap:g} s. The silent ones are "
-        "closed afterwards.",
+        "closed afterwards. Stdlib's listen backlog is 5 (ours and asyncio's are larger): "
+        "once the 3.14 pattern's serving thread sits in the first silent client's "
+        "handshake, nothing is accepted, and the rest of the silent clients cannot even "
+        "connect.",
         "",
         "| server | time to the reply, per repeat | silent clients connected |",
         "|---|---|---|",
@@ -533,7 +538,8 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
     theirs = [f.rate for f in results.figures.get("stall", {}).get("stdlib-3.14-pattern", [])]
     rtt = ratios(results, "rtt", "mini-multiplexing", "asyncio")
     hs = {n: ratios(results, "conn-conc", n, "stdlib-3.14-pattern")
-          for n in ("mini-threading", "mini-multiplexing")}
+          for n in ("mini-threading", "mini-multiplexing",
+                    "mini-threading+nodelay", "mini-multiplexing+nodelay")}
     ratio = lambda v: f"{v:.2f}×"  # noqa: E731
     out += [
         "## Issue 12's goals",
