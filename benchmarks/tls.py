@@ -11,9 +11,11 @@ with the load generator (this process) or with another server:
   ``server_activate()`` wraps the listening socket, as 3.14's ``HTTPSServer``
   does, with the same line echo built on stdlib's ``StreamRequestHandler``;
 * ``asyncio``: ``asyncio.start_server(..., ssl=context)``, readline/write/drain;
-* ``mini-threading+nodelay``, ``mini-multiplexing+nodelay``: ours again, with
-  ``TCP_NODELAY`` set on each accepted connection (``get_request``), as asyncio
-  sets it on every TCP socket.  Without it, the first echo on a new TLS
+* ``...+nodelay``: the three socketserver-style servers again, with
+  ``TCP_NODELAY`` on each connection, as asyncio sets it on every TCP socket:
+  the handler's ``disable_nagle_algorithm = True`` (the socketserver knob) for
+  the stream handlers, and ``get_request`` for the multiplexing server, whose
+  handler has no such knob.  Without it, the first echo on a new TLS
   connection leaves while the server's session tickets are not yet
   acknowledged, so Nagle holds it until the client's delayed ACK: these rows
   show what that costs a connection.
@@ -80,7 +82,7 @@ sys.path.insert(1, str(REPO))  # this working tree's minisocketserver, in `serve
 
 SERVERS = [
     "mini-threading", "mini-multiplexing", "stdlib-3.14-pattern", "asyncio",
-    "mini-threading+nodelay", "mini-multiplexing+nodelay",
+    "mini-threading+nodelay", "mini-multiplexing+nodelay", "stdlib-3.14-pattern+nodelay",
 ]
 LINE = b"x" * 63 + b"\n"  # the 64-byte line every exchange sends
 SILENT = 200  # silent clients in the stall measurement
@@ -117,9 +119,13 @@ def serve(name: str, cert: str, key: str) -> None:
         asyncio.run(main())
         return
 
-    if name == "stdlib-3.14-pattern":
+    nodelay = name.endswith("+nodelay")
+
+    if name.startswith("stdlib-3.14-pattern"):
 
         class StdlibEcho(stdlib_socketserver.StreamRequestHandler):
+            disable_nagle_algorithm = nodelay
+
             def handle(self) -> None:
                 for line in self.rfile:
                     self.wfile.write(line)
@@ -142,6 +148,8 @@ def serve(name: str, cert: str, key: str) -> None:
     from minisocketserver.tls import MultiplexingTLSServer, ThreadingTLSServer
 
     class LineEcho(ours.StreamRequestHandler):
+        disable_nagle_algorithm = nodelay
+
         def handle(self) -> None:
             for line in self.rfile:
                 self.wfile.write(line)
@@ -158,16 +166,13 @@ def serve(name: str, cert: str, key: str) -> None:
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return request, address
 
-    class ThreadingNoDelay(NoDelay, ThreadingTLSServer):
-        pass
-
     class MultiplexingNoDelay(NoDelay, MultiplexingTLSServer):
         pass
 
     classes: dict[str, tuple[Any, Any]] = {
         "mini-threading": (ThreadingTLSServer, LineEcho),
         "mini-multiplexing": (MultiplexingTLSServer, ByteEcho),
-        "mini-threading+nodelay": (ThreadingNoDelay, LineEcho),
+        "mini-threading+nodelay": (ThreadingTLSServer, LineEcho),
         "mini-multiplexing+nodelay": (MultiplexingNoDelay, ByteEcho),
     }
     if name not in classes:
@@ -488,8 +493,9 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
         "core (it is Python, threads on blocking `ssl` sockets, in one process): near "
         "100% it may be the limit. *server µs/op* is the server process's CPU time per "
         "operation, which compares servers even when the generator is the limit. The "
-        "`+nodelay` rows are ours with `TCP_NODELAY` on each accepted connection, as asyncio "
-        "sets it (the docstring of `benchmarks/tls.py` says why they are here).",
+        "`+nodelay` rows set `TCP_NODELAY` on each connection, as asyncio does "
+        "(`disable_nagle_algorithm = True` on the stream handlers); the docstring of "
+        "`benchmarks/tls.py` says why they are here.",
         "",
         "## The machine",
         "",
@@ -516,8 +522,8 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
         f"time is from its connect to its echo, capped at {cap:g} s. The silent ones are "
         "closed afterwards. Stdlib's listen backlog is 5 (ours and asyncio's are larger): "
         "once the 3.14 pattern's serving thread sits in the first silent client's "
-        "handshake, nothing is accepted, and the rest of the silent clients cannot even "
-        "connect.",
+        "handshake, nothing more is accepted, and silent clients past the backlog may not "
+        "even connect.",
         "",
         "| server | time to the reply, per repeat | silent clients connected |",
         "|---|---|---|",
@@ -537,9 +543,12 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
               for f in results.figures.get("stall", {}).get(n, [])]
     theirs = [f.rate for f in results.figures.get("stall", {}).get("stdlib-3.14-pattern", [])]
     rtt = ratios(results, "rtt", "mini-multiplexing", "asyncio")
-    hs = {n: ratios(results, "conn-conc", n, "stdlib-3.14-pattern")
-          for n in ("mini-threading", "mini-multiplexing",
-                    "mini-threading+nodelay", "mini-multiplexing+nodelay")}
+    rtt_nd = ratios(results, "rtt", "mini-multiplexing+nodelay", "asyncio")
+    hs = {(n, base): ratios(results, "conn-conc", n, base)
+          for n, base in (("mini-threading", "stdlib-3.14-pattern"),
+                          ("mini-multiplexing", "stdlib-3.14-pattern"),
+                          ("mini-threading+nodelay", "stdlib-3.14-pattern+nodelay"),
+                          ("mini-multiplexing+nodelay", "stdlib-3.14-pattern+nodelay"))}
     ratio = lambda v: f"{v:.2f}×"  # noqa: E731
     out += [
         "## Issue 12's goals",
@@ -555,12 +564,15 @@ def report(results: Results, command: str, repeats: int, duration: float, cap: f
         goal_row("multiplexing TLS round trips ≥ 2× asyncio's",
                  statistics.median(rtt) >= 2 if rtt else None,
                  f"mini-multiplexing / asyncio: {median_range(rtt, ratio)}"),
+        goal_row("the same, both with TCP_NODELAY",
+                 statistics.median(rtt_nd) >= 2 if rtt_nd else None,
+                 f"mini-multiplexing+nodelay / asyncio: {median_range(rtt_nd, ratio)}"),
     ]
-    for n, values in hs.items():
+    for (n, base), values in hs.items():
         out.append(goal_row(
             f"handshake rate ≥ the stdlib pattern's ({n})",
             statistics.median(values) >= 1 if values else None,
-            f"{n} / stdlib-3.14-pattern, {CONCURRENT} at once: {median_range(values, ratio)}"))
+            f"{n} / {base}, {CONCURRENT} at once: {median_range(values, ratio)}"))
     out.append("")
     if results.failures:
         out += ["## Runs that failed", "", *[f"- {f}" for f in results.failures], ""]
