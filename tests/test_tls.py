@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import shutil
 import socket
 import socketserver
@@ -197,6 +198,42 @@ def test_a_client_ending_with_close_notify_is_a_clean_end(
                 plain = client.unwrap()  # close_notify out, the server's back
                 assert plain.recv(1) == b""  # then its FIN
                 plain.close()
+
+
+class NoDelay(ours.StreamRequestHandler):
+    """Replies with the TCP_NODELAY setting of its own connection."""
+
+    def handle(self) -> None:
+        self.rfile.readline()
+        raw = socket.socket(fileno=os.dup(self.request.fileno()))  # the TCP socket under TLS
+        with raw:
+            self.wfile.write(b"%d\n" % bool(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+
+
+class MuxNoDelay(ours.LineRequestHandler):
+    """``NoDelay`` for the multiplexing model."""
+
+    def line_received(self, line: bytes) -> None:
+        raw = socket.socket(fileno=os.dup(self.request.fileno()))
+        with raw:
+            self.send(b"%d\n" % bool(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+        self.close()
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_tls_connections_get_tcp_nodelay(
+    cls: Any, server_context: ssl.SSLContext, client_context: ssl.SSLContext,
+    no_leaks: Resources,
+) -> None:
+    """Without it the first reply after the handshake waits ~40 ms for a delayed ACK
+    (benchmarks/tls.py's +nodelay rows); asyncio sets it on every connection."""
+    handler = MuxNoDelay if issubclass(cls, ours.MultiplexingMixIn) else NoDelay
+    with (
+        serving(cls(("127.0.0.1", 0), handler, context=server_context)) as server,
+        tls_connect(server.server_address, client_context) as client,
+    ):
+        client.sendall(b"?\n")
+        assert recv_exactly(client, 2) == b"1\n"
 
 
 def test_from_socket_takes_the_context(
