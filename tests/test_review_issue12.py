@@ -92,3 +92,83 @@ def test_client_hello_then_reset_is_a_traceback_not_a_failed_handshake(
         assert failed.wait(WAIT), "the reset connection was never dealt with"
     assert errors == [], "a client's reset reached handle_error (a traceback per rude client)"
     assert server.tls_stats.failed == 1
+
+
+def test_multiplexing_tls_reset_with_output_queued_kills_the_loop(
+    certificate: tuple[Path, Path]
+) -> None:
+    """BUG (severe, remote DoS): a client that resets while a reply is queued kills serve_forever.
+
+    TLSTransport.send() takes ``view = memoryview(data).cast("B")`` of the
+    handler's ``_output`` bytearray.  When ``self._flush()`` inside it gets
+    EPIPE/ECONNRESET from the kernel, the OSError propagates with send()'s
+    frame (and so ``view`` and ``chunk``) kept alive by the traceback.  The
+    handler's ``_flush`` catches it and calls ``_break()`` ->
+    ``self._output.clear()``, which raises ``BufferError: Existing exports of
+    data: object cannot be re-sized``.  Nothing catches that: the loop thread
+    dies, and every other client of the MultiplexingTLSServer stops being
+    served.  Any client can do it: ask for a large reply, read none, reset.
+
+    Observed: the serve_forever thread dies with BufferError; the next
+    client's handshake gets no answer.
+    Expected: only that connection ends; the server goes on serving.
+    Fix: release the exports before an exception leaves TLSTransport.send(),
+    e.g. ``with memoryview(data) as raw, raw.cast("B") as view:`` and
+    ``with view[accepted:accepted + _RECORD] as chunk:`` (or in
+    MultiplexedRequestHandler._break use ``self._output = bytearray()``).
+    """
+    from minisocketserver import MultiplexedRequestHandler
+    from minisocketserver.tls import MultiplexingTLSServer
+
+    cert, key = certificate
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_verify_locations(cert)
+    queued = threading.Event()
+
+    class Handler(MultiplexedRequestHandler):
+        def data_received(self, data: bytes) -> None:
+            if data.startswith(b"big"):
+                # Far more than loopback's buffers hold: most stays queued.
+                self.send(b"x" * (32 * 1024 * 1024))
+                queued.set()
+            else:
+                self.send(data)
+
+    crashed: list[BaseException] = []
+    server = MultiplexingTLSServer(("127.0.0.1", 0), Handler, context=server_context)
+
+    def loop() -> None:
+        try:
+            server.serve_forever(0.05)
+        except BaseException as exc:  # what kills the loop
+            crashed.append(exc)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        raw = socket.create_connection(server.server_address, timeout=WAIT)
+        rude = client_context.wrap_socket(raw, server_hostname="localhost")
+        rude.sendall(b"big")
+        assert queued.wait(WAIT)
+        rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        rude.close()
+        # An honest client afterwards: its handshake needs several turns of
+        # the loop, the first of which meets the reset connection.
+        with socket.create_connection(server.server_address, timeout=WAIT) as raw2:
+            # A live loop answers in milliseconds; a dead one never does.
+            raw2.settimeout(3.0)
+            try:
+                with client_context.wrap_socket(raw2, server_hostname="localhost") as good:
+                    good.sendall(b"ping")
+                    reply = good.recv(4)
+            except OSError as exc:
+                reply = repr(exc).encode()
+        assert crashed == [], f"serve_forever() died: {crashed!r}"
+        assert reply == b"ping"
+    finally:
+        if thread.is_alive():
+            server.shutdown()
+        thread.join(WAIT)
+        server.server_close()
