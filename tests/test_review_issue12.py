@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import WAIT, serving
 
 from minisocketserver import StreamRequestHandler
 from minisocketserver.tls import ThreadingTLSServer, ThreadPoolTLSServer
-
-from support import WAIT, serving
 
 
 @pytest.fixture(scope="module")
