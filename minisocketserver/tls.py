@@ -299,7 +299,18 @@ class TLSMixIn(AdmissionMixIn, _StreamServerBase):
         context = self.context
         if context is None:
             raise TypeError(f"{type(self).__name__} has no context: pass context=...")
-        tls = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            tls = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError) as exc:
+            # A client that sent its ClientHello and then reset: since the
+            # fix of CVE-2023-40217, wrap_socket() refuses a socket closed
+            # with unread data ("Closed before TLS handshake with data in
+            # recv buffer").  A failed handshake like any other: counted,
+            # never a traceback through handle_error.
+            self.tls_stats.record("failed")
+            self.handshake_failed(request, client_address, exc)
+            self.shutdown_request(request)
+            return
         with self._deadlines_lock:
             self._handshake_deadlines[tls] = deadline
         handoff = self._handoff_for(request)
@@ -346,6 +357,10 @@ class TLSMixIn(AdmissionMixIn, _StreamServerBase):
 
     def handshake_failed(self, request: Any, client_address: Any, exc: Exception) -> None:
         """Called on the worker when a handshake failed or timed out; logs at debug.
+
+        Also called on the loop's thread by ``process_request`` when the
+        socket cannot even be wrapped (the client reset after its
+        ClientHello).
 
         ``shutdown_request`` follows, as for any request.  Override it to
         log louder or to count by cause; do not raise from it.
@@ -514,19 +529,24 @@ class TLSTransport:
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Encrypt ``data`` a record at a time; return the plaintext bytes now in the kernel."""
-        view = memoryview(data).cast("B")
         accepted = 0
         if self._ahead:
             if not self._flush():
                 return 0
             accepted, self._ahead = self._ahead, 0
-        while accepted < len(view):
-            chunk = view[accepted : accepted + _RECORD]
-            self.ssl_object.write(chunk)
-            if not self._flush():
-                self._ahead = len(chunk)
-                break
-            accepted += len(chunk)
+        # The views are released on every path, exceptions included: ``data``
+        # is often the handler's output buffer, which the handler clears when
+        # the peer has gone (EPIPE from _flush), and a bytearray with a live
+        # view refuses to resize (BufferError, which would end the loop).
+        with memoryview(data) as raw, raw.cast("B") as view:
+            while accepted < len(view):
+                with view[accepted : accepted + _RECORD] as chunk:
+                    size = len(chunk)
+                    self.ssl_object.write(chunk)
+                if not self._flush():
+                    self._ahead = size
+                    break
+                accepted += size
         return accepted
 
     def shutdown(self, how: int) -> None:
