@@ -126,3 +126,15 @@ def loop_has_turned(server: Any) -> None:
     assert reactor is not None, "the server is not serving"
     reactor.call_soon_threadsafe(turned.set)
     assert turned.wait(WAIT), "the loop did not turn"
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (containers often have no IPv6 at all)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

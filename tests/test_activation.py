@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, open_fds, recv_until_eof, serving
+from support import (
+    WAIT,
+    Resources,
+    connect,
+    has_ipv6_loopback,
+    open_fds,
+    recv_until_eof,
+    serving,
+)
 
 import minisocketserver as ours
 
@@ -36,18 +44,7 @@ SERVER_SCRIPT = str(TESTS / "activation_server.py")
 LAUNCHER = str(TESTS / "activation_launcher.py")
 
 
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _has_ipv6_loopback()
+HAS_IPV6 = has_ipv6_loopback()
 
 
 # -- from_socket() ----------------------------------------------------------

@@ -19,25 +19,13 @@ import subprocess
 from typing import Any
 
 import pytest
-from support import WAIT, Resources, connect, recv_until_eof, serving
+from support import WAIT, Resources, connect, has_ipv6_loopback, recv_until_eof, serving
 
 import minisocketserver as ours
 from minisocketserver import plain_address
 
-
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 needs_ipv6 = pytest.mark.skipif(
-    not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
+    not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
 )
 
 
