@@ -15,6 +15,7 @@ test_group_member_closed_at_its_thread_limit_does_not_kill_the_group).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -126,6 +127,36 @@ def test_forking_without_pidfd_service_actions_overridden_keeps_accepting(
 
 
 @pytest.mark.timeout(30)
+
+@contextlib.contextmanager
+def group_counting_accepts(
+    plain: Any,
+) -> Iterator[tuple[Any, list[int], threading.Thread]]:
+    """``plain`` and a threading server in one ServerGroup, served on a thread.
+
+    Yields the other member, a one-item list counting the loop's accept
+    attempts on ``plain``, and the loop's thread; shuts the group down and
+    closes it on the way out.
+    """
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([plain, other])
+    attempts = [0]
+    original = plain._handle_request_noblock
+
+    def counting() -> bool:
+        attempts[0] += 1
+        return bool(original())
+
+    plain._handle_request_noblock = counting
+    loop = threading.Thread(target=group.serve_forever, daemon=True)
+    loop.start()
+    try:
+        yield other, attempts, loop
+    finally:
+        group.shutdown()
+        loop.join(WAIT)
+        group.server_close()
+
 def test_group_member_closed_without_shutdown_does_not_spin_the_loop() -> None:
     """BUG: a ServerGroup member closed with server_close() and no shutdown()
     stays registered; poll() reports its closed descriptor (POLLNVAL) at
@@ -135,28 +166,12 @@ def test_group_member_closed_without_shutdown_does_not_spin_the_loop() -> None:
     watching a closed listener (or server_close() takes the member out of the
     loop, as MultiplexingMixIn.server_close() does)."""
     plain = socketserver.ThreadingTCPServer((HOST, 0), Hello)
-    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
-    group = socketserver.ServerGroup([plain, other])
-    attempts = [0]
-    original = plain._handle_request_noblock
-
-    def counting() -> bool:
-        attempts[0] += 1
-        return original()
-
-    plain._handle_request_noblock = counting  # type: ignore[method-assign]
-    loop = threading.Thread(target=group.serve_forever, daemon=True)
-    loop.start()
-    try:
+    with group_counting_accepts(plain) as (other, attempts, _):
         assert _served(other.server_address, patience=WAIT)
         plain.server_close()  # no shutdown(): the loop still watches it
         assert _served(other.server_address, patience=WAIT)  # wakes the loop once
         time.sleep(0.3)  # measuring an absence: how often the loop turns idle
         assert attempts[0] < 10, f"{attempts[0]} accept() attempts on a closed listener in 0.3 s"
-    finally:
-        group.shutdown()
-        loop.join(WAIT)
-        group.server_close()
 
 
 @pytest.mark.timeout(30)
@@ -581,19 +596,7 @@ def test_a_listener_closed_on_the_loops_thread_is_unwatched() -> None:
     take the member out of the loop, so the loop must stop watching the
     closed listener itself instead of spinning on its POLLNVAL."""
     plain = socketserver.TCPServer((HOST, 0), Hello)
-    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
-    group = socketserver.ServerGroup([plain, other])
-    attempts = [0]
-    original = plain._handle_request_noblock
-
-    def counting() -> bool:
-        attempts[0] += 1
-        return original()
-
-    plain._handle_request_noblock = counting  # type: ignore[method-assign]
-    loop = threading.Thread(target=group.serve_forever, daemon=True)
-    loop.start()
-    try:
+    with group_counting_accepts(plain) as (other, attempts, loop):
         loop_has_turned_soon(other)
         reactor = other._reactor
         assert reactor is not None
@@ -602,10 +605,6 @@ def test_a_listener_closed_on_the_loops_thread_is_unwatched() -> None:
         time.sleep(0.3)  # measuring an absence: how often the loop turns idle
         assert attempts[0] < 10, f"{attempts[0]} accept() attempts on a closed listener in 0.3 s"
         assert loop.is_alive()
-    finally:
-        group.shutdown()
-        loop.join(WAIT)
-        group.server_close()
 
 
 @pytest.mark.timeout(30)
