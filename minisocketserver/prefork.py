@@ -45,7 +45,9 @@ with epoll and registers the listener with that flag, so the kernel wakes
 one waiting worker per connection.  The listener is non-blocking in every
 process (the flag belongs to the open file, shared by all): a worker that
 loses a race gets EAGAIN instead of blocking its loop in accept().
-Measured in tests/prefork_herd.py (see there).
+Measured by ``python tests/prefork_herd.py`` (4 workers, 500 sequential
+connections): accept() calls that found nothing (EAGAIN), per connection,
+0.02 with the flag, 0.94 without.
 
 ``reuse_port = True``: each worker binds its own ``SO_REUSEPORT`` listener
 on the master's address instead, and the kernel spreads connections over
@@ -194,10 +196,15 @@ def _exclusive_selector(listener_fd: int) -> type[selectors.BaseSelector]:
     unregisters it and the resume registers it again, through here.
 
     Why not a private epoll holding the listener, itself watched by the
-    loop: the kernel stops its exclusive wake-up at the first epoll that
-    has a task in epoll_wait() on it, and nobody waits on a nested epoll
-    directly, so every worker's was woken (measured: the same EAGAIN count
-    as with no flag at all).
+    loop's poll(): the kernel ends an exclusive wake-up at the first epoll
+    that has a task in epoll_wait() on it (``ep_poll_callback`` returns
+    "woken" only then), and nobody waits on a nested epoll directly, so it
+    would go on to wake every worker's.  The loop's own epoll is the one
+    its thread waits in.
+
+    Measured (``python tests/prefork_herd.py``, 4 workers, 500 sequential
+    connections): 0.02 accept() calls per connection found nothing with
+    the flag, 0.94 with poll() and no flag.
     """
 
     class ExclusiveListenerSelector(selectors.EpollSelector):

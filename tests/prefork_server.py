@@ -28,9 +28,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import minisocketserver as mss  # noqa: E402
-from minisocketserver.prefork import PreforkMixIn  # noqa: E402
-
+import minisocketserver as mss
+from minisocketserver.prefork import PreforkMixIn
 
 # The forking model answers from a child per request: its parent is the worker.
 WORKER_IS_PARENT = False

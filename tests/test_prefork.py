@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import WAIT, recv_until_eof
 
 PROGRAM = Path(__file__).resolve().parent / "prefork_server.py"
