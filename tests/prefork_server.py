@@ -71,8 +71,15 @@ MODELS: dict[str, Any] = {
 }
 
 
+# One write per event, under a lock: the drain thread and the main thread
+# both emit, and print() writes the line and its newline separately.
+_emitting = threading.Lock()
+
+
 def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    with _emitting:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:
