@@ -551,6 +551,7 @@ class PreforkMixIn(_StreamServerBase):
     def _pf_worker_serves(self, worker: _Worker) -> None:
         """A worker's loop watches the listener: go on with a restart or an upgrade."""
         worker.serving = True
+        logger.debug("prefork: worker %d serves", worker.pid)
         if worker.pid == self._pf_rolling_new:
             self._pf_rolling_new = None
             while self._pf_rolling:

@@ -425,6 +425,12 @@ def test_every_model_serves_in_workers(model: str, tmp_path: Path) -> None:
 def test_reuse_port_workers_each_listen() -> None:
     with master("--workers", "2", "--reuse-port") as m:
         workers = set(m.started(2))
+        # The master's socket only holds the port: until a worker listens,
+        # a connection is refused (each worker listens on its own socket).
+        waiting = {f"worker {pid} serves" for pid in workers}
+        while waiting:
+            line = m.logged(" serves")
+            waiting = {text for text in waiting if text not in line}
         assert {ask(m.port) for _ in range(10)} <= workers
         m.signal(signal.SIGTERM)
         assert m.wait() == 0
