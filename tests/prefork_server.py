@@ -45,7 +45,9 @@ class Handler(mss.StreamRequestHandler):
         if line == b"hold":
             self.wfile.write(f"held {os.getpid()}\n".encode())
             self.wfile.flush()
-            self.rfile.readline()
+            if not self.rfile.readline():  # cut under us (drain ran out of time)
+                self.wfile.write(b"cut\n")
+                return
         self.wfile.write(answer(line))
 
 
