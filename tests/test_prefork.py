@@ -213,8 +213,10 @@ def release(sock: socket.socket) -> int:
 class Load:
     """A client thread asking one request after another, bounded, counting failures."""
 
-    def __init__(self, port: int, limit: int = 3000) -> None:
+    def __init__(self, port: int, limit: int = 3000,
+                 context: ssl.SSLContext | None = None) -> None:
         self.port = port
+        self.context = context
         self.limit = limit
         self.served: list[int] = []
         self.failures: list[str] = []
@@ -230,7 +232,7 @@ class Load:
                 self.failures.append("the load ran out of time")
                 break
             try:
-                pid = ask(self.port)
+                pid = ask(self.port, context=self.context)
             except (OSError, ValueError) as exc:
                 self.failures.append(repr(exc))
             else:
@@ -316,10 +318,15 @@ def test_max_requests_recycles_a_worker() -> None:
         m.assert_clean_log()
 
 
-def test_sighup_restarts_every_worker_under_load_without_a_failed_request() -> None:
-    with master("--workers", "2") as m:
+@pytest.mark.parametrize("model", ["threading", "tls"])
+def test_sighup_restarts_every_worker_under_load_without_a_failed_request(
+        model: str, tmp_path: Path) -> None:
+    # TLS: connections wait in the loop for their ClientHello (the admission
+    # stage); a leaving worker must not close them as its loop ends.
+    args, context = tls_options(model, tmp_path)
+    with master("--workers", "2", *args) as m:
         old = set(m.started(2))
-        load = Load(m.port)
+        load = Load(m.port, context=context)
         load.wait_for(50)
         m.signal(signal.SIGHUP)
         m.logged("rolling restart (SIGHUP): 2 workers to replace")
@@ -418,21 +425,26 @@ def test_drain_from_another_thread_stops_the_group() -> None:
         assert not wait_gone(workers)
 
 
+def tls_options(model: str, directory: Path) -> tuple[list[str], ssl.SSLContext | None]:
+    """The server's options for ``model``, and a client context when it is "tls"."""
+    args = ["--model", model]
+    if model != "tls":
+        return args, None
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=WAIT)
+    return [*args, "--cert", str(cert), "--key", str(key)], ssl.create_default_context(
+        cafile=str(cert))
+
+
 @pytest.mark.parametrize("model", ["tcp", "threading", "threadpool", "forking",
                                    "multiplexing", "tls"])
 def test_every_model_serves_in_workers(model: str, tmp_path: Path) -> None:
-    args = ["--model", model, "--workers", "2"]
-    context = None
-    if model == "tls":
-        cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-             "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-             "-keyout", str(key), "-out", str(cert)],
-            check=True, capture_output=True, timeout=WAIT)
-        args += ["--cert", str(cert), "--key", str(key)]
-        context = ssl.create_default_context(cafile=str(cert))
-    with master(*args) as m:
+    args, context = tls_options(model, tmp_path)
+    with master(*args, "--workers", "2") as m:
         workers = set(m.started(2))
         assert {ask(m.port, context=context) for _ in range(4)} <= workers
         m.signal(signal.SIGTERM)
