@@ -63,11 +63,27 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import struct
+import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .admission import KEEP_WAITING, AdmissionMixIn, AdmissionRefused
+from .server import logger
+
+if TYPE_CHECKING:
+    from .sockets import TCPServer
+
+    _StreamServerBase = TCPServer
+else:
+    _StreamServerBase = object
 
 __all__ = [
+    "ProxyProtocolMixIn",
+    "ProxyStats",
     "PP2_TYPE_ALPN",
     "PP2_TYPE_AUTHORITY",
     "PP2_TYPE_CRC32C",
@@ -518,3 +534,377 @@ def _unix_field(path: Any) -> bytes:
     if len(raw) > _UNIX_PATH:
         raise ValueError(f"a Unix path holds at most {_UNIX_PATH} bytes")
     return raw.ljust(_UNIX_PATH, b"\x00")
+
+
+# -- the admission stage ---------------------------------------------------------
+
+#: What the stage peeks at a time: the spec's smallest segment every host
+#: must take (576 - 40 bytes), which holds any v1 line and usual v2 headers;
+#: a longer v2 header (many TLVs) is taken over several turns of the loop.
+_PEEK_SIZE = 536
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_INET_FAMILIES = frozenset({"TCP4", "TCP6", "UDP4", "UDP6"})
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ProxyStats:
+    """How a server's connections fared with their PROXY headers; read from any thread.
+
+    Read-only properties (counts since the server was built):
+        accepted   connections whose header was complete and valid.
+        refused    ``{reason: count}``: ``"not_allowed"`` (the peer is not
+                   in ``proxy_allow_from``), ``"malformed"`` (not a valid
+                   header, a v1 line past 107 bytes included), ``"timeout"``
+                   (no complete header by ``proxy_header_timeout``),
+                   ``"closed"`` (the peer closed or reset first).
+
+    Counted on the loop's thread (in a forking server, the parent's), and
+    read from any thread: the lock makes each read whole.
+    """
+
+    REASONS = ("not_allowed", "malformed", "timeout", "closed")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accepted = 0
+        self._refused = dict.fromkeys(self.REASONS, 0)
+
+    def record_accepted(self) -> None:
+        with self._lock:
+            self._accepted += 1
+
+    def record_refused(self, reason: str) -> None:
+        with self._lock:
+            self._refused[reason] = self._refused.get(reason, 0) + 1
+
+    @property
+    def accepted(self) -> int:
+        with self._lock:
+            return self._accepted
+
+    @property
+    def refused(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._refused)
+
+    def __repr__(self) -> str:
+        return f"ProxyStats(accepted={self.accepted}, refused={self.refused})"
+
+
+class _Proxied:
+    """One connection's way through the stage: the header so far, then the header."""
+
+    __slots__ = ("buffer", "header", "verified")
+
+    def __init__(self) -> None:
+        self.buffer = b""  # header bytes taken from the socket while incomplete
+        self.header: ProxyHeader | None = None
+        self.verified = False
+
+
+class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
+    """Read each connection's PROXY header in the loop; go on with the client it names.
+
+    Put it first in the bases, before ``TLSMixIn`` and the concurrency
+    mixin (after ``PreforkMixIn``)::
+
+        class App(ProxyProtocolMixIn, ThreadPoolTCPServer): ...
+        class App(ProxyProtocolMixIn, TLSMixIn, ThreadingMixIn, TCPServer): ...
+
+    Every stream model works: the header is read in the loop, never in a
+    worker, so a client that sends nothing, or ``PROX`` and nothing more,
+    holds a descriptor and a timer until ``proxy_header_timeout``, no
+    thread, pool slot or child.  With TLS the header (sent in clear) comes
+    first, then the connection waits, held the same way, for its
+    ClientHello under ``handshake_timeout`` counted from the accept.
+
+    Class variables:
+        proxy_protocol         ``"v1"``, ``"v2"`` or ``"any"`` (either; a
+                               connection without a header is always refused).
+        proxy_allow_from       the peers that may send a header: CIDR strings
+                               or ``ipaddress`` networks; IPv4-mapped IPv6
+                               peers are matched as IPv4.  Checked at accept,
+                               before any wait.  Unix-socket peers are let
+                               through: the socket file's permissions guard them.
+        proxy_header_timeout   seconds from accept to a complete header.
+
+    Instance variables:
+        proxy_stats   a ``ProxyStats``: headers accepted, refusals by reason.
+
+    Methods for handlers: ``proxy_header(request)``.  Pipeline, as seen by
+    subclasses: ``verify_request`` runs once, after the header, with the
+    original client address; ``process_request``, ``finish_request`` and
+    the handler get that address too.
+    """
+
+    #: Which versions of the protocol a connection may start with.
+    proxy_protocol: str = "any"
+    #: Peers allowed to speak the PROXY protocol (default: this machine).
+    proxy_allow_from: Sequence[str | _Network] = ("127.0.0.0/8", "::1/128")
+    #: Seconds from accept to a complete header (the spec: "at least 3
+    #: seconds to cover a TCP retransmit").
+    proxy_header_timeout: float | None = 5.0
+
+    # The request _take_request is passing to process_request fresh from
+    # accept, before its header (loop thread only).
+    _proxy_arriving: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Build the server; ``ValueError`` for an unknown ``proxy_protocol`` or network."""
+        if self.proxy_protocol not in _MODES:
+            raise ValueError(f"proxy_protocol must be one of {_MODES}, "
+                             f"not {self.proxy_protocol!r}")
+        self.proxy_stats = ProxyStats()
+        # Connection descriptor -> its _Proxied, from accept to close_request.
+        # Keyed by descriptor, not socket, because TLS replaces the socket
+        # object on its way (an SSLSocket on the same descriptor).  A new
+        # entry replaces any older one at accept, so a descriptor number
+        # reused never inherits a header.  The lock: the loop adds entries
+        # while workers read them (proxy_header) and drop them (close_request).
+        self._proxied: dict[int, _Proxied] = {}
+        self._proxied_lock = threading.Lock()
+        self._allowed: tuple[Any, tuple[_Network, ...]] | None = None
+        self._allowed_networks()  # a bad network fails here, not at the first accept
+        super().__init__(*args, **kwargs)
+
+    # -- for handlers -----------------------------------------------------------
+
+    def proxy_header(self, request: Any) -> ProxyHeader | None:
+        """The header ``request`` came with (from any thread), or ``None``.
+
+        ``None`` for a request that did not come through the stage (a
+        ``process_request`` called by other code).  ``request`` may be the
+        handler's ``self.request`` (an ``SSLSocket`` with TLS): the
+        descriptor is what identifies it.
+        """
+        try:
+            fd = request.fileno()
+        except (OSError, ValueError):
+            return None
+        with self._proxied_lock:
+            record = self._proxied.get(fd)
+        return None if record is None else record.header
+
+    # -- the pipeline ------------------------------------------------------------
+
+    def _take_request(self, request: Any, client_address: Any, *, admitted: bool = False) -> None:
+        """Take a request from accept past ``verify_request``: it must wait for the header.
+
+        ``verify_request`` has to see the client's own address, which only
+        the header names.  So a request fresh from accept goes on as if
+        admitted (the loop skips ``verify_request``), and
+        ``process_request`` below runs this stage first: the allow-list,
+        the wait in the loop, then ``verify_request``, once.
+        """
+        if admitted:
+            super()._take_request(request, client_address, admitted=True)
+            return
+        self._proxy_arriving = request
+        try:
+            super()._take_request(request, client_address, admitted=True)
+        finally:
+            self._proxy_arriving = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Called by the loop: fresh from accept, admit it; once its header is in, verify it.
+
+        Fresh from accept (loop thread): a peer outside ``proxy_allow_from``
+        is refused at once; the others are held by the admission stage
+        (``admit_request``), which comes back here with the client's
+        address once the header is complete.  Where no loop can hold it
+        (``handle_request()``), the header is read right here, bounded by
+        ``proxy_header_timeout``.  Then ``verify_request(request,
+        client_address)``, once per connection, and the concurrency model.
+        """
+        if request is not None and request is self._proxy_arriving:
+            self._proxy_arriving = None
+            if not self._proxy_peer_allowed(client_address):
+                logger.debug("%s: %s may not send PROXY headers (proxy_allow_from)",
+                             type(self).__name__, client_address)
+                self._proxy_refuse(request, client_address, "not_allowed")
+                return
+            arriving = _Proxied()
+            with self._proxied_lock:
+                self._proxied[request.fileno()] = arriving
+            if not self.admit_request(request, client_address):
+                return  # held in the loop; first_bytes_arrived resumes it
+            original = self._proxy_read_blocking(request, client_address, arriving)
+            if original is None:
+                return
+            client_address = original
+        record = self._proxy_record(request)
+        if record is not None and not record.verified:
+            record.verified = True
+            if not self.verify_request(request, client_address):
+                self.shutdown_request(request)
+                return
+        super().process_request(request, client_address)
+
+    def admission_time_limit(self) -> float | None:
+        """Called by ``admit_request``: the header's time, ``proxy_header_timeout``."""
+        return self.proxy_header_timeout
+
+    def first_bytes_arrived(self, request: Any, client_address: Any) -> Any:
+        """Called by the admission stage when a held connection is readable: read the header.
+
+        Incomplete: the bytes seen are all the header's, so they are taken
+        (the socket is then readable again only for new bytes, or the end)
+        and the connection stays held.  Complete: exactly the header's
+        bytes are taken, and the stages after this one (TLS) get the
+        client's address, with their own time limit from the accept.
+        """
+        record = self._proxy_record(request)
+        if record is None:
+            return super().first_bytes_arrived(request, client_address)
+        if record.header is None:
+            if self._proxy_advance(request, client_address, record, _DONTWAIT) is None:
+                return KEEP_WAITING
+            self.extend_admission(request, super().admission_time_limit())
+        assert record.header is not None
+        return super().first_bytes_arrived(
+            request, _original_address(record.header, client_address))
+
+    def admission_refused(self, request: Any, client_address: Any, reason: str) -> None:
+        """Called by the admission stage: count and close a connection that failed its header.
+
+        Once the header is in, a refusal is a later stage's (TLS never got
+        its ClientHello), and goes to it.
+        """
+        record = self._proxy_record(request)
+        if record is not None and record.header is not None:
+            super().admission_refused(request, client_address, reason)
+            return
+        if reason in ("timeout", "closed"):
+            partial = len(record.buffer) if record is not None else 0
+            logger.debug("%s: %s: no complete PROXY header (%s after %d bytes)",
+                         type(self).__name__, client_address, reason, partial)
+        self._proxy_refuse(request, client_address, reason)
+
+    def close_request(self, request: Any) -> None:
+        """Forget the connection's header, then close it (on whichever thread closes it).
+
+        Here rather than in ``shutdown_request``: a forking parent only
+        closes its copy of each connection.
+        """
+        try:
+            fd = request.fileno()
+        except (OSError, ValueError):
+            fd = -1
+        if fd != -1:
+            with self._proxied_lock:
+                self._proxied.pop(fd, None)
+        super().close_request(request)
+
+    # -- the header, byte by byte ------------------------------------------------
+
+    def _proxy_record(self, request: Any) -> _Proxied | None:
+        try:
+            fd = request.fileno()
+        except (OSError, ValueError):
+            return None
+        with self._proxied_lock:
+            return self._proxied.get(fd)
+
+    def _proxy_advance(
+        self, request: socket.socket, client_address: Any, record: _Proxied, flags: int
+    ) -> ProxyHeader | None:
+        """Peek at what has come, take the header's bytes of it; the header once complete.
+
+        Raises ``AdmissionRefused`` for a malformed header or a connection
+        that ended first.  Only ``parse_header``'s verdict decides what is
+        taken: a byte past the header is never read.
+        """
+        try:
+            chunk = request.recv(_PEEK_SIZE, socket.MSG_PEEK | flags)
+        except (BlockingIOError, TimeoutError):
+            return None  # nothing new yet (spurious readiness, or the blocking wait ran out)
+        except OSError:
+            chunk = b""  # reset
+        if not chunk:
+            raise AdmissionRefused("closed")
+        try:
+            header = parse_header(record.buffer + chunk, self.proxy_protocol)
+        except ProxyProtocolError as exc:
+            logger.debug("%s: %s: malformed PROXY header: %s",
+                         type(self).__name__, client_address, exc)
+            raise AdmissionRefused("malformed") from None
+        wanted = len(chunk) if header is None else header.length - len(record.buffer)
+        try:
+            taken = request.recv(wanted, _DONTWAIT)
+        except OSError:
+            taken = b""
+        if len(taken) != wanted:  # peeked bytes are there to take, unless reset in between
+            raise AdmissionRefused("closed")
+        if header is None:
+            record.buffer += taken
+            return None
+        record.header, record.buffer = header, b""
+        self.proxy_stats.record_accepted()
+        return header
+
+    def _proxy_read_blocking(
+        self, request: socket.socket, client_address: Any, record: _Proxied
+    ) -> Any:
+        """Read the header on this thread (no loop to hold the connection in), bounded.
+
+        Returns the client's address, or ``None`` after refusing the request.
+        """
+        limit = self.proxy_header_timeout
+        deadline = None if limit is None else time.monotonic() + limit
+        previous = request.gettimeout()
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise AdmissionRefused("timeout")
+                request.settimeout(remaining)
+                header = self._proxy_advance(request, client_address, record, 0)
+                if header is not None:
+                    return _original_address(header, client_address)
+        except AdmissionRefused as refusal:
+            self.admission_refused(request, client_address, refusal.reason)
+            return None
+        finally:
+            if request.fileno() != -1:
+                request.settimeout(previous)
+
+    def _proxy_refuse(self, request: Any, client_address: Any, reason: str) -> None:
+        self.proxy_stats.record_refused(reason)
+        self.shutdown_request(request)
+
+    def _allowed_networks(self) -> tuple[_Network, ...]:
+        """``proxy_allow_from`` as networks, parsed again only when it is replaced."""
+        allowed = self.proxy_allow_from
+        cached = self._allowed
+        if cached is None or cached[0] is not allowed:
+            if isinstance(allowed, str):
+                allowed = (allowed,)  # one CIDR string, not a sequence of characters
+            networks = tuple(ipaddress.ip_network(net) for net in allowed)
+            cached = self._allowed = (self.proxy_allow_from, networks)
+        return cached[1]
+
+    def _proxy_peer_allowed(self, client_address: Any) -> bool:
+        """Whether the peer that connected may send a header (loop thread, at accept)."""
+        if not isinstance(client_address, tuple):
+            return True  # a Unix-socket peer: the socket file's permissions decide
+        try:
+            address = ipaddress.ip_address(client_address[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowed_networks())
+
+
+def _original_address(header: ProxyHeader, real: Any) -> Any:
+    """The address the pipeline goes on with: the client's, or the real peer's.
+
+    The real peer for ``LOCAL`` (the proxy speaking for itself), ``UNKNOWN``
+    and ``UNSPEC`` (the spec: use the connection's own addresses), and for
+    Unix sources, which have no ``(host, port)`` for a TCP server's handlers
+    and logs (they are in ``proxy_header(request)``).
+    """
+    if header.command == "PROXY" and header.family in _INET_FAMILIES:
+        return header.source
+    return real
