@@ -206,7 +206,8 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
     complete = end >= 0 and end + 1 < len(data)
     if complete and data[end + 1] != ord("\n"):
         raise ProxyProtocolError("v1 line has a bare CR (CRLF is required)")
-    if not complete and len(data) >= V1_MAX_LENGTH:
+    # A CR as the 107th byte: its LF would be the 108th.
+    if end == V1_MAX_LENGTH - 1 or (not complete and len(data) >= V1_MAX_LENGTH):
         raise ProxyProtocolError(
             f"v1 line has no CRLF in its first {V1_MAX_LENGTH} bytes (too long)"
         )
