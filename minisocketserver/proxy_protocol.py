@@ -539,9 +539,9 @@ def _unix_field(path: Any) -> bytes:
 
 # -- the admission stage ---------------------------------------------------------
 
-#: What the stage peeks at a time: the spec's smallest segment every host
+#: What the stage peeks at first: the spec's smallest segment every host
 #: must take (576 - 40 bytes), which holds any v1 line and usual v2 headers;
-#: a longer v2 header (many TLVs) is taken over several turns of the loop.
+#: once a longer v2 header has told its length, the rest of it at once.
 _PEEK_SIZE = 536
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _INET_FAMILIES = frozenset({"TCP4", "TCP6", "UDP4", "UDP6"})
@@ -594,7 +594,11 @@ class ProxyStats:
 
 
 class _Proxied:
-    """One connection's way through the stage: the header so far, then the header."""
+    """One connection's way through the stage: the header so far, then the header.
+
+    Its fields are written on the loop's thread only (the stage, and
+    ``process_request``), before the connection goes to a worker.
+    """
 
     __slots__ = ("buffer", "header", "verified")
 
@@ -817,7 +821,7 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
         taken: a byte past the header is never read.
         """
         try:
-            chunk = request.recv(_PEEK_SIZE, socket.MSG_PEEK | flags)
+            chunk = request.recv(_peek_size(record.buffer), socket.MSG_PEEK | flags)
         except (BlockingIOError, TimeoutError):
             return None  # nothing new yet (spurious readiness, or the blocking wait ran out)
         except OSError:
@@ -896,6 +900,14 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network for network in self._allowed_networks())
+
+
+def _peek_size(taken: bytes) -> int:
+    """How much to peek at next: the rest of a v2 header whose length is known, or 536."""
+    if len(taken) >= _V2_FIXED and taken.startswith(V2_SIGNATURE):
+        block_length = int.from_bytes(taken[14:16], "big")
+        return max(_PEEK_SIZE, _V2_FIXED + block_length - len(taken))
+    return _PEEK_SIZE
 
 
 def _original_address(header: ProxyHeader, real: Any) -> Any:

@@ -493,9 +493,15 @@ def test_tls_gets_its_own_time_after_the_header(
 def test_a_header_then_silence_holds_no_worker_and_times_out_as_tls(
     cls: type, server_context: ssl.SSLContext, client_context: ssl.SSLContext,  # noqa: F811
 ) -> None:
+    reached_the_handshake: list[Any] = []
+
     class Server(cls):  # type: ignore[valid-type, misc]
         handshake_timeout = 0.4
         max_workers = 2
+
+        def handshake_failed(self, request: Any, client_address: Any, exc: Exception) -> None:
+            reached_the_handshake.append(client_address)
+            super().handshake_failed(request, client_address, exc)
 
     handler = MuxTLSEcho if cls is ProxyMuxTLSServer else TLSEcho
     server = Server(("127.0.0.1", 0), handler, context=server_context)
@@ -516,6 +522,8 @@ def test_a_header_then_silence_holds_no_worker_and_times_out_as_tls(
                 client.close()
     assert server.proxy_stats.accepted == 7
     assert server.tls_stats.timed_out == 5 and server.tls_stats.completed == 2
+    # They timed out waiting in the loop: none got as far as a handshake (a worker).
+    assert reached_the_handshake == []
 
 
 def test_shutdown_closes_connections_still_waiting_for_their_header() -> None:
@@ -534,3 +542,12 @@ def test_shutdown_closes_connections_still_waiting_for_their_header() -> None:
             server.server_close()
         assert closed_without_reply(waiting)
     assert server._proxied == {}
+
+
+def test_a_long_v2_header_is_read_whole() -> None:
+    """A header past the 536 bytes first peeked at: its TLVs (about 60 KiB) all arrive."""
+    big = [(0xE0, b"tenant-7"), (0xE1, b"x" * 60000)]
+    server = make(ours.ThreadingTCPServer)(("127.0.0.1", 0), Echo)
+    with serving(server):
+        facts = ask(server.server_address, encode_v2(CLIENT, SERVER, tlvs=big, crc=True))
+    assert facts["client"] == list(CLIENT) and facts["tlv"] == "tenant-7"
