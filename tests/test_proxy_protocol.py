@@ -64,9 +64,10 @@ def report(server: Any, request: Any, client_address: Any, line: bytes) -> bytes
     """What a handler knows of its client, as one JSON line, then the line it read."""
     header: ProxyHeader | None = server.proxy_header(request)
     sock = getattr(request, "socket", request)  # a TLSTransport wraps its socket
+    peer = sock.getpeername()
     facts = {
         "client": list(client_address),
-        "peer": sock.getpeername()[0],
+        "peer": peer[0] if isinstance(peer, tuple) else peer,
         "version": header and header.version,
         "tlv": header and (header.tlv(0xE0) or b"").decode(),
     }
@@ -551,3 +552,17 @@ def test_a_long_v2_header_is_read_whole() -> None:
     with serving(server):
         facts = ask(server.server_address, encode_v2(CLIENT, SERVER, tlvs=big, crc=True))
     assert facts["client"] == list(CLIENT) and facts["tlv"] == "tenant-7"
+
+
+def test_a_unix_socket_server_behind_a_local_proxy(tmp_path: Any) -> None:
+    """Unix-socket peers pass the allow-list (the socket file's permissions guard them)."""
+    path = str(tmp_path / "app.sock")
+    server = make(ours.ThreadingUnixStreamServer)(path, Echo)
+    with serving(server), socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(WAIT)
+        client.connect(path)
+        client.sendall(HEADERS["v2"] + b"hello\n")
+        reply = recv_until_eof(client)
+    facts = json.loads(reply.partition(b"\n")[0])
+    assert facts["client"] == list(CLIENT) and facts["peer"] == ""
+    assert server.verified == [CLIENT]
