@@ -722,8 +722,9 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
         is refused at once; the others are held by the admission stage
         (``admit_request``), which comes back here with the client's
         address once the header is complete.  Where no loop can hold it
-        (``handle_request()``), the header is read right here, bounded by
-        ``proxy_header_timeout``.  Then ``verify_request(request,
+        (``handle_request()``; a descriptor beyond what ``select()`` can
+        watch), the header is read right here, on the loop's thread,
+        bounded by ``proxy_header_timeout``.  Then ``verify_request(request,
         client_address)``, once per connection, and the concurrency model.
         """
         if request is not None and request is self._proxy_arriving:
@@ -766,23 +767,24 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
         record = self._proxy_record(request)
         if record is None:
             return super().first_bytes_arrived(request, client_address)
-        if record.header is None:
-            if self._proxy_advance(request, client_address, record, _DONTWAIT) is None:
+        header = record.header
+        if header is None:
+            header = self._proxy_advance(request, client_address, record, _DONTWAIT)
+            if header is None:
                 return KEEP_WAITING
             self.extend_admission(request, super().admission_time_limit())
-        assert record.header is not None
-        return super().first_bytes_arrived(
-            request, _original_address(record.header, client_address))
+        return super().first_bytes_arrived(request, _original_address(header, client_address))
 
     def admission_refused(self, request: Any, client_address: Any, reason: str) -> None:
         """Called by the admission stage: count and close a connection that failed its header.
 
         Once the header is in, a refusal is a later stage's (TLS never got
-        its ClientHello), and goes to it.
+        its ClientHello), and goes to it, with the client's address.
         """
         record = self._proxy_record(request)
         if record is not None and record.header is not None:
-            super().admission_refused(request, client_address, reason)
+            original = _original_address(record.header, client_address)
+            super().admission_refused(request, original, reason)
             return
         if reason in ("timeout", "closed"):
             partial = len(record.buffer) if record is not None else 0

@@ -470,6 +470,7 @@ def test_tls_behind_a_proxy_header(
     assert rest.startswith(b"TLSv1.") and rest.endswith(b" hello\n")
     assert verified == [CLIENT]  # once, also where the handshake re-enters the pipeline
     assert server.tls_stats.completed == 1 and server.proxy_stats.accepted == 1
+    assert server._proxied == {}
 
 
 def test_tls_gets_its_own_time_after_the_header(
@@ -525,6 +526,7 @@ def test_a_header_then_silence_holds_no_worker_and_times_out_as_tls(
     assert server.tls_stats.timed_out == 5 and server.tls_stats.completed == 2
     # They timed out waiting in the loop: none got as far as a handshake (a worker).
     assert reached_the_handshake == []
+    assert server._proxied == {}
 
 
 def test_shutdown_closes_connections_still_waiting_for_their_header() -> None:
