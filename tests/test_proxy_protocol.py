@@ -568,3 +568,31 @@ def test_a_unix_socket_server_behind_a_local_proxy(tmp_path: Any) -> None:
     facts = json.loads(reply.partition(b"\n")[0])
     assert facts["client"] == list(CLIENT) and facts["peer"] == ""
     assert server.verified == [CLIENT]
+
+
+def test_a_default_socket_timeout_never_makes_the_loop_wait(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext,  # noqa: F811
+) -> None:
+    """With ``socket.setdefaulttimeout()``, accepted sockets are in timeout mode.
+
+    Python then waits for readiness inside ``recv()``, up to the timeout,
+    whatever its flags (MSG_DONTWAIT included): the stage's peek at a
+    client that sent its header and nothing more would hold the loop.
+    """
+    class Server(ProxyTLSPoolServer):
+        handshake_timeout = WAIT
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(WAIT)
+    try:
+        server = Server(("127.0.0.1", 0), TLSEcho, context=server_context)
+        with serving(server), connect(server.server_address) as quiet:
+            tls_ask(server.server_address, client_context, HEADERS["v1"])  # the loop is serving
+            quiet.sendall(HEADERS["v2"])  # and no ClientHello after it
+            start = time.monotonic()
+            facts, _ = tls_ask(server.server_address, client_context, HEADERS["v1"])
+            elapsed = time.monotonic() - start
+    finally:
+        socket.setdefaulttimeout(previous)
+    assert facts["client"] == list(CLIENT)
+    assert elapsed < WAIT / 2
