@@ -45,6 +45,11 @@ Parsing choices, where the spec leaves room (each one tested):
 * Partial headers are waited for (the spec's recommendation: "be
   tolerant"), under the deadline; an invalid prefix is refused as soon as
   it is seen ("abort the connection as soon as possible").
+* v1: the first CR or LF must begin the CRLF that ends the line (a lone
+  CR or LF anywhere is an error); after ``UNKNOWN`` the rest of the line is
+  ignored, whatever its bytes; IPv6 addresses in any form ``ipaddress``
+  reads (as ``inet_pton`` would), but no scope (``%eth0``); hosts come back
+  in canonical form.
 * No guessing: ``proxy_protocol = "any"`` accepts either version, but a
   connection without a header is refused (the spec forbids servers that
   guess whether a header is there).
@@ -213,6 +218,11 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
             f"v1 line has no CRLF in its first {V1_MAX_LENGTH} bytes (too long)"
         )
     line = head[:end] if end >= 0 else head
+    if line.startswith(b"PROXY UNKNOWN") and line[13:14] in (b"", b" "):
+        # "The receiver must ignore anything presented before the CRLF."
+        if not complete:
+            return None
+        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, (), end + 2)
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
@@ -224,9 +234,6 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
     if fields[0] != "PROXY":
         raise ProxyProtocolError(f"v1 line does not start with 'PROXY ': {text[:16]!r}")
     length = end + 2
-    if len(fields) >= 2 and fields[1] == "UNKNOWN":
-        # "The receiver must ignore anything presented before the CRLF."
-        return ProxyHeader(1, "PROXY", "UNKNOWN", None, None, (), length)
     if len(fields) < 2 or fields[1] not in ("TCP4", "TCP6"):
         protocol = fields[1] if len(fields) > 1 else ""
         raise ProxyProtocolError(f"v1 protocol must be TCP4, TCP6 or UNKNOWN, not {protocol!r}")
@@ -253,8 +260,6 @@ def _check_v1_prefix(fields: list[str]) -> None:
         return
     protocol = fields[1]
     complete_fields = fields[1:-1]
-    if protocol == "UNKNOWN" and len(fields) > 2:
-        return  # anything may follow, up to the CRLF
     if not any(name.startswith(protocol) for name in ("TCP4", "TCP6", "UNKNOWN")) or (
         complete_fields and protocol not in ("TCP4", "TCP6")
     ):
