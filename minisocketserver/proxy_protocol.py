@@ -78,7 +78,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .admission import KEEP_WAITING, AdmissionMixIn, AdmissionRefused
-from .server import logger
+from .server import HandOff, logger
 
 if TYPE_CHECKING:
     from .sockets import TCPServer
@@ -660,10 +660,6 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
     #: seconds to cover a TCP retransmit").
     proxy_header_timeout: float | None = 5.0
 
-    # The request _take_request is passing to process_request fresh from
-    # accept, before its header (loop thread only).
-    _proxy_arriving: Any = None
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Build the server; ``ValueError`` for an unknown ``proxy_protocol`` or network."""
         if self.proxy_protocol not in _MODES:
@@ -703,58 +699,76 @@ class ProxyProtocolMixIn(AdmissionMixIn, _StreamServerBase):
     # -- the pipeline ------------------------------------------------------------
 
     def _take_request(self, request: Any, client_address: Any, *, admitted: bool = False) -> None:
-        """Take a request from accept past ``verify_request``: it must wait for the header.
+        """Take a request on; ``verify_request`` must wait for the header, which names the client.
 
-        ``verify_request`` has to see the client's own address, which only
-        the header names.  So a request fresh from accept goes on as if
-        admitted (the loop skips ``verify_request``), and
-        ``process_request`` below runs this stage first: the allow-list,
-        the wait in the loop, then ``verify_request``, once.
+        Fresh from accept (``_handle_request_noblock``): the allow-list,
+        then ``admit_request`` holds the connection in the loop; where no
+        loop can hold it (``handle_request()``; a descriptor beyond what
+        ``select()`` can watch) the header is read right here, on the
+        loop's thread, bounded by ``proxy_header_timeout``.  Once the
+        header is in (the admission stage calls back with
+        ``admitted=True``): the pipeline from ``verify_request`` on, with
+        the client's address, once; ``admit_request`` lets it through.  A
+        later stage coming back (the multiplexing TLS handshake, done)
+        resumes at ``process_request``, as it would without this stage.
+        So every hook from ``verify_request`` on is called as often as
+        without a PROXY header, and sees the client's address.
         """
+        record = self._proxy_record(request) if admitted else None
+        if record is not None and not record.verified:
+            record.verified = True
+            super()._take_request(request, client_address)
+            return
         if admitted:
             super()._take_request(request, client_address, admitted=True)
             return
-        self._proxy_arriving = request
+        # Fresh from accept.  Owned as BaseServer._take_request owns a request
+        # (see HandOff): admit_request claims it when the stage holds it.
+        handoff = self._handoff = HandOff(request)
+        original = None
         try:
-            super()._take_request(request, client_address, admitted=True)
-        finally:
-            self._proxy_arriving = None
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by the loop: fresh from accept, admit it; once its header is in, verify it.
-
-        Fresh from accept (loop thread): a peer outside ``proxy_allow_from``
-        is refused at once; the others are held by the admission stage
-        (``admit_request``), which comes back here with the client's
-        address once the header is complete.  Where no loop can hold it
-        (``handle_request()``; a descriptor beyond what ``select()`` can
-        watch), the header is read right here, on the loop's thread,
-        bounded by ``proxy_header_timeout``.  Then ``verify_request(request,
-        client_address)``, once per connection, and the concurrency model.
-        """
-        if request is not None and request is self._proxy_arriving:
-            self._proxy_arriving = None
-            if not self._proxy_peer_allowed(client_address):
-                logger.debug("%s: %s may not send PROXY headers (proxy_allow_from)",
-                             type(self).__name__, client_address)
-                self._proxy_refuse(request, client_address, "not_allowed")
-                return
-            arriving = _Proxied()
-            with self._proxied_lock:
-                self._proxied[request.fileno()] = arriving
-            if not self.admit_request(request, client_address):
-                return  # held in the loop; first_bytes_arrived resumes it
-            original = self._proxy_read_blocking(request, client_address, arriving)
-            if original is None:
-                return
-            client_address = original
-        record = self._proxy_record(request)
-        if record is not None and not record.verified:
-            record.verified = True
-            if not self.verify_request(request, client_address):
+            original = self._proxy_arrive(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            if handoff.take_back():
                 self.shutdown_request(request)
-                return
-        super().process_request(request, client_address)
+        except BaseException:
+            if handoff.take_back():
+                self.shutdown_request(request)
+            raise
+        finally:
+            self._handoff = None
+        if original is not None:
+            self._take_request(request, original, admitted=True)
+
+    def _proxy_arrive(self, request: Any, client_address: Any) -> Any:
+        """A connection fresh from accept: the client's address if it may go on now.
+
+        ``None`` when it was refused, or is held in the loop until its
+        header is in (``first_bytes_arrived`` resumes it).
+        """
+        if not self._proxy_peer_allowed(client_address):
+            logger.debug("%s: %s may not send PROXY headers (proxy_allow_from)",
+                         type(self).__name__, client_address)
+            self._proxy_refuse(request, client_address, "not_allowed")
+            return None
+        arriving = _Proxied()
+        with self._proxied_lock:
+            self._proxied[request.fileno()] = arriving
+        if not self.admit_request(request, client_address):
+            return None
+        return self._proxy_read_blocking(request, client_address, arriving)
+
+    def admit_request(self, request: Any, client_address: Any) -> bool:
+        """Called by the loop after ``verify_request``: hold a connection whose header has not come.
+
+        Once the header is in, the stage has held the connection already
+        (with any later stage's wait, TLS's, in the same hold): go on.
+        """
+        record = self._proxy_record(request)
+        if record is not None and record.header is not None:
+            return True
+        return super().admit_request(request, client_address)
 
     def admission_time_limit(self) -> float | None:
         """Called by ``admit_request``: the header's time, ``proxy_header_timeout``."""

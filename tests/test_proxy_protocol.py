@@ -596,3 +596,27 @@ def test_a_default_socket_timeout_never_makes_the_loop_wait(
         socket.setdefaulttimeout(previous)
     assert facts["client"] == list(CLIENT)
     assert elapsed < WAIT / 2
+
+
+@pytest.mark.parametrize("model", [ours.ThreadingTCPServer, ours.MultiplexingTCPServer],
+                         ids=lambda m: m.__name__)
+def test_hooks_before_the_stage_see_each_connection_once_with_the_client(model: type) -> None:
+    """A mixin before this one in the bases (``PreforkMixIn`` counts ``process_request``
+    calls for ``max_requests``) sees one call per connection served, with the client's
+    address, and none for a connection refused."""
+    seen: list[Any] = []
+
+    class Counting:
+        def process_request(self, request: Any, client_address: Any) -> None:
+            seen.append(client_address)
+            super().process_request(request, client_address)  # type: ignore[misc]
+
+    class Server(Counting, make(model)):  # type: ignore[misc]
+        pass
+
+    server = Server(("127.0.0.1", 0), handler_for(model))
+    with serving(server), connect(server.server_address) as refused:
+        refused.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert closed_without_reply(refused)
+        assert ask(server.server_address, HEADERS["v1"])["client"] == list(CLIENT)
+    assert seen == [CLIENT]
