@@ -25,8 +25,9 @@ to wait in, so the request goes on at once, as in the synchronous model.
 
 Resource handling: the stage owns a connection from ``admit_request`` (it
 claims the ``HandOff``, so the loop does not shut it down) until it hands
-it to ``process_request`` through the pipeline, or closes it.  Connections
-still waiting when the loop lets the server go (``shutdown()``) are closed:
+it to ``process_request`` through the pipeline, or closes it; meanwhile
+the socket is non-blocking, and gets its own timeout back as it leaves.
+Connections still waiting when the loop lets the server go (``shutdown()``) are closed:
 no loop is left to watch them.  Threads: the table of waiting connections
 belongs to the loop's thread, which alone touches it.
 
