@@ -11,6 +11,7 @@ counted in ``proxy_stats`` under its reason.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import shutil
@@ -19,10 +20,12 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support import (
     WAIT,
     Resources,
@@ -37,9 +40,11 @@ from test_tls import certificate, client_context, server_context  # noqa: F401 (
 import minisocketserver as ours
 from minisocketserver.proxy_protocol import (
     ProxyHeader,
+    ProxyProtocolError,
     ProxyProtocolMixIn,
     encode_v1,
     encode_v2,
+    parse_header,
 )
 from minisocketserver.tls import MultiplexingTLSServer, TLSMixIn
 
@@ -620,3 +625,92 @@ def test_hooks_before_the_stage_see_each_connection_once_with_the_client(model: 
         assert closed_without_reply(refused)
         assert ask(server.server_address, HEADERS["v1"])["client"] == list(CLIENT)
     assert seen == [CLIENT]
+
+
+# -- the stage against the parser, by property --------------------------------------------
+
+
+class WholeEcho(ours.StreamRequestHandler):
+    """Replies, once the client has half-closed, with its address and everything it sent."""
+
+    def handle(self) -> None:
+        rest = self.rfile.read()
+        self.wfile.write(json.dumps({"client": list(self.client_address)}).encode()
+                         + b"\n" + rest)
+
+
+class MuxWholeEcho(ours.MultiplexedRequestHandler):
+    def setup(self) -> None:
+        self.received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def eof_received(self) -> None:
+        self.send(json.dumps({"client": list(self.client_address)}).encode()
+                  + b"\n" + bytes(self.received))
+        self.close()
+
+
+@pytest.fixture(scope="module")
+def property_servers() -> Iterator[list[Any]]:
+    made = [make(ours.ThreadPoolTCPServer, proxy_header_timeout=WAIT * 3)(
+                ("127.0.0.1", 0), WholeEcho),
+            make(ours.MultiplexingTCPServer, proxy_header_timeout=WAIT * 3)(
+                ("127.0.0.1", 0), MuxWholeEcho)]
+    with contextlib.ExitStack() as stack:
+        for server in made:
+            stack.enter_context(serving(server))
+        yield made
+
+
+def _valid() -> st.SearchStrategy[bytes]:
+    inet = st.tuples(st.ip_addresses(v=4).map(str), st.integers(0, 65535))
+    return st.one_of(
+        st.tuples(inet, inet).map(lambda pair: encode_v1(*pair)),
+        st.tuples(inet, inet, st.booleans()).map(
+            lambda t: encode_v2(t[0], t[1], tlvs=[(0xE0, b"t")], crc=t[2])),
+        st.just(encode_v2(command="LOCAL")),
+    )
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
+    """What a client sends, in pieces: a valid header (or half of one, or bytes), then more."""
+    start = draw(st.one_of(_valid(), _valid().map(lambda h: h[: len(h) // 2]),
+                           st.binary(max_size=120)))
+    data = start + draw(st.binary(max_size=200))
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, len(data) - 1)), max_size=4)))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True) if data[a:b]]
+    return pieces, data
+
+
+@given(streams())
+def test_the_stage_agrees_with_the_parser_whatever_the_pieces(
+    property_servers: list[Any], sent: tuple[list[bytes], bytes]
+) -> None:
+    """Served with the header's client and exactly the bytes after it, or closed unanswered."""
+    pieces, data = sent
+    try:
+        header = parse_header(data)
+    except ProxyProtocolError:
+        header = None
+    for server in property_servers:
+        with connect(server.server_address) as client:
+            try:
+                for piece in pieces:
+                    client.sendall(piece)
+                    loop_has_turned(server)  # each piece seen on its own
+                client.shutdown(socket.SHUT_WR)
+                reply = recv_until_eof(client)
+            except OSError:  # EPIPE, ECONNRESET, ENOTCONN: refused before we were done
+                reply = b""
+        if header is None:
+            assert reply == b"", (type(server).__name__, data)
+            continue
+        facts, _, rest = reply.partition(b"\n")
+        assert rest == data[header.length :], type(server).__name__
+        inet = header.command == "PROXY" and header.family == "TCP4"
+        assert json.loads(facts)["client"][0] == (header.source[0] if inet else "127.0.0.1")
+    for server in property_servers:
+        assert server.errors == []
