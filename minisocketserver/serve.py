@@ -811,7 +811,10 @@ def serve_group(servers: list[TCPServer], graceful_timeout: float) -> int:
             logger.info("serve: stopped")
         finally:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                # Once stopping, the process is on its way out: a second
+                # SIGTERM (an impatient manager's) must not turn a clean
+                # exit 0 into a death by signal, so it is ignored from here.
+                signal.signal(signum, handler if on_signal.signum is None else signal.SIG_IGN)
             if on_signal.stopper is not None:
                 # shutdown() returns once serve_forever() has: at once by now.
                 on_signal.stopper.join()
