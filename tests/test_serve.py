@@ -513,8 +513,26 @@ def test_proxy_v1_gives_the_client_s_address_to_the_application() -> None:
     report = json.loads(raw.partition("\r\n\r\n")[2])
     assert (report["REMOTE_ADDR"], report["REMOTE_PORT"]) == ("203.0.113.7", "5555")
     assert re.search(r'^203\.0\.113\.7 - - \[.*\] "GET /raw HTTP/1.0" 200 ', err, re.MULTILINE)
-    assert headerless.returncode == 52  # "Empty reply from server": refused, quietly
+    # Refused, quietly: closed ("Empty reply from server"), or reset if the
+    # request was still unread in the kernel at the close.
+    assert headerless.returncode in (52, 56), headerless.stderr
     assert_clean_exit(status, err)
+
+
+def _answer_if_any(address: Any, data: bytes) -> bytes:
+    """What a server that may close (or reset) the connection at accept answers ``data``.
+
+    The refusal races with the client: the server may close before the
+    send, or between the send and the half-close (ENOTCONN, EPIPE, a reset).
+    """
+    received = b""
+    with connect(address) as client:
+        with contextlib.suppress(ConnectionError, OSError):
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            received = recv_until_eof(client)
+    return received
 
 
 def test_proxy_v2_to_a_handler_and_the_allowed_peers() -> None:
@@ -526,10 +544,10 @@ def test_proxy_v2_to_a_handler_and_the_allowed_peers() -> None:
             "serve_apps:Who", "--proxy-protocol", "v2", "--proxy-allow", "10.0.0.0/8",
             "--bind", "127.0.0.1:0") as elsewhere:
         answer = ask(allowed.inet(), header + b"ping\n")
-        refused = ask(elsewhere.inet(), header + b"ping\n")
+        refused = _answer_if_any(elsewhere.inet(), header + b"ping\n")
         statuses = [allowed.stop(), elsewhere.stop()]
     assert answer.split()[1:] == ["2001:db8::1", "ping"]
-    assert refused == ""  # 127.0.0.1 may not speak for anyone there
+    assert refused == b""  # 127.0.0.1 may not speak for anyone there
     for status, err in statuses:
         assert_clean_exit(status, err)
 
