@@ -202,6 +202,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog=PROG,
+        usage=f"{PROG} [options] MODULE:HANDLER\n       {PROG} [options] --wsgi MODULE:APP",
         description="Serve a request handler, or a WSGI application, as a service: on the\n"
                     "addresses given, with a concurrency model, TLS, the PROXY protocol and\n"
                     "pre-forked workers.  Logs go to stderr; the line 'serve: serving ... on\n"
