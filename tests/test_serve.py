@@ -78,9 +78,10 @@ class Served:
         host, _, port = self.addresses[index].rpartition(":")
         return host.strip("[]"), int(port)
 
-    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, str]:
-        """Send ``signum``; the exit status and the rest of stderr."""
-        self.proc.send_signal(signum)
+    def stop(self, signum: int | None = signal.SIGTERM) -> tuple[int, str]:
+        """Send ``signum`` (None: none, it is stopping); the exit status and the rest of stderr."""
+        if signum is not None:
+            self.proc.send_signal(signum)
         _, err = self.proc.communicate(timeout=WAIT)
         return self.proc.returncode, "\n".join(self.stderr.seen) + "\n" + err.decode()
 
@@ -467,6 +468,21 @@ def test_workers_serve_from_two_pids() -> None:
     assert served.proc.pid not in pids
     assert "(sync, 2 workers)" in err
     assert "prefork: graceful stop (SIGTERM): 2 workers" in err
+    assert_clean_exit(status, err)
+
+
+def test_workers_drain_the_request_in_flight_on_sigterm() -> None:
+    with serve("serve_apps:TwoStep", "--workers", "1", "--bind", "127.0.0.1:0") as served:
+        with connect(served.inet()) as client:
+            client.sendall(b"first\n")
+            assert client.recv(100) == b"started\n"
+            served.proc.send_signal(signal.SIGTERM)
+            served.wait_for(r"prefork: worker \d+: stopping \(SIGTERM\)")
+            client.sendall(b"second\n")
+            rest = recv_until_eof(client)
+        status, err = served.stop(None)
+    assert rest == b"done\n"
+    assert "the request from" not in err  # nothing was cut
     assert_clean_exit(status, err)
 
 
