@@ -43,7 +43,8 @@ activation.py       listen_fds(), notify(): listeners inherited from systemd
 alias.py            install(): this package as ``socketserver``, for stdlib's servers
 tracer.py           records which hook runs on which thread; renders diagrams
 tour.py, diagrams.py  ``python -m minisocketserver tour``; the diagrams/ recorder
-cli.py, seed.py     ``python -m minisocketserver echo|tour|run``; the seed's echo handler
+serve.py            ``python -m minisocketserver serve``: a handler or WSGI app as a service
+cli.py, seed.py     ``python -m minisocketserver echo|tour|run|serve``; the seed's echo handler
 
 Where we differ from stdlib (each place says why, with the evidence):
 ``shutdown()`` returns at once instead of after up to ``poll_interval``; an
