@@ -17,7 +17,8 @@ for health checks if it is already enabled for normal traffic"): with v2 it
 is a ``LOCAL`` command with family UNSPEC, which the spec
 (proxy-protocol.txt, section 2.2) says the receiver must accept, using the
 connection's real endpoints; with v1 it is a ``PROXY TCP4`` line naming the
-check connection's own endpoints.
+check connection's own endpoints.  Either way HAProxy ends the probe with a
+reset right after the header.
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ class WhoAmI(ours.StreamRequestHandler):
         ))
         if header.command == "LOCAL":
             return  # a health check: it sends nothing more and closes
-        line = self.rfile.readline()
+        try:
+            line = self.rfile.readline()
+        except ConnectionResetError:
+            # HAProxy ends each health check with a reset right after the
+            # header (seen on 2.6.12); with v1 the probe looks like any client.
+            return
         if line:
             host, port = self.client_address[:2]
             self.wfile.write(f"{host} {port}\n".encode())
