@@ -36,6 +36,7 @@ server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 admission.py        AdmissionMixIn: a new connection waits in the loop for its first bytes
 tls.py              TLSMixIn and the TLS servers: the handshake never stalls the loop
+proxy_protocol.py   ProxyProtocolMixIn: the client's address from HAProxy's PROXY header
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 activation.py       listen_fds(), notify(): listeners inherited from systemd
 alias.py            install(): this package as ``socketserver``, for stdlib's servers
@@ -165,3 +166,16 @@ else:
         from .tls import ForkingTLSServer
 
         __all__ += ["ForkingTLSServer"]
+
+# Beyond stdlib: the client's own address behind a load balancer (HAProxy's
+# PROXY protocol, v1 and v2), for every stream model.
+from .proxy_protocol import (  # noqa: E402
+    ProxyHeader,
+    ProxyProtocolError,
+    ProxyProtocolMixIn,
+    ProxyStats,
+    parse_header,
+)
+
+__all__ += ["ProxyProtocolMixIn", "ProxyHeader", "ProxyProtocolError", "ProxyStats",
+            "parse_header"]
