@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ class Seen:
     command: str  # the header's: "PROXY" or "LOCAL"
     version: int
     client_address: tuple[str, int]  # what the handler got
-    peer: tuple[str, int]  # request.getpeername(): the proxy's end of the connection
+    peer: tuple[str, int]  # what accept() returned: the proxy's end of the connection
     header_source: Any
+    header_destination: Any
 
 
 class WhoAmI(ours.StreamRequestHandler):
@@ -78,7 +80,7 @@ class WhoAmI(ours.StreamRequestHandler):
         assert header is not None, "ProxyProtocolMixIn let a connection through without a header"
         self.server.record(Seen(
             header.command, header.version, self.client_address,
-            self.request.getpeername(), header.source,
+            self.server.peer_at_accept(self.request), header.source, header.destination,
         ))
         if header.command == "LOCAL":
             return  # a health check: it sends nothing more and closes
@@ -103,7 +105,22 @@ class Recording(ProxyProtocolMixIn, ours.ThreadingTCPServer):
         self.lock = threading.Condition()
         self.seen: list[Seen] = []
         self.errors: list[str] = []
+        # The peer as accept() gave it, for the handler: a health check is
+        # reset by HAProxy at once, after which getpeername() fails (ENOTCONN).
+        self._peers: weakref.WeakKeyDictionary[Any, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
         super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[Any, Any]:
+        request, peer = super().get_request()
+        with self.lock:
+            self._peers[request] = peer
+        return request, peer
+
+    def peer_at_accept(self, request: Any) -> tuple[str, int]:
+        with self.lock:
+            return self._peers[request]
 
     def record(self, seen: Seen) -> None:
         with self.lock:
@@ -231,14 +248,19 @@ def test_haproxy_v1_health_checks_name_their_own_endpoints(
     checks = 3
     with recording_server("v1") as server, \
             haproxy(tmp_path, server.server_address, "send-proxy check inter 100ms") as proxy:
-        # A probe's header names the very connection it came on.
+        # A probe's header names the very connection it came on: its
+        # destination is our server, where a client's is HAProxy's frontend.
         server.wait_for(
-            lambda seen: sum(s.client_address == s.peer for s in seen) >= checks,
+            lambda seen: sum(s.header_destination == server.server_address for s in seen)
+            >= checks,
             f"{checks} v1 health checks",
         )
         stat = proxy.wait_server_up()
         replies = clients_through(proxy.address)
     assert stat["chkfail"] == "0", stat
+    with server.lock:
+        probes = [s for s in server.seen if s.header_destination == server.server_address]
+    assert all(s.client_address == s.peer for s in probes), probes
     assert_each_client_saw_itself(server, replies, 1, proxy)
     assert package_warnings.records == []
 
