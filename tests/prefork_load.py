@@ -94,6 +94,15 @@ class Load:
                 lambda: sum(self.served_by[p] for p in pids) >= count or self._over(), timeout
             ) and sum(self.served_by[p] for p in pids) >= count
 
+    def wait_for_requests(self, count: int, timeout: float) -> bool:
+        """Until ``count`` requests have been answered or failed (or the load ended)."""
+        def done() -> int:
+            return self.ok + self.refused + len(self.failed)
+
+        with self.changed:
+            return self.changed.wait_for(lambda: done() >= count or self._over(), timeout) \
+                and done() >= count
+
     def figures(self) -> dict[str, Any]:
         with self.lock:
             return {

@@ -332,6 +332,7 @@ def test_curl_through_haproxy_http_mode(tmp_path: Path, no_leaks: Resources) -> 
 TESTS = Path(__file__).parent
 STARTED = re.compile(r"prefork: worker (\d+) started")
 EXITED = re.compile(r"prefork: worker (\d+) exited")
+RESTART_DONE = "prefork: rolling restart done"
 
 
 class MasterLog:
@@ -366,6 +367,10 @@ class MasterLog:
     def exited(self) -> list[int]:
         with self.lock:
             return [int(m[1]) for line in self.lines if (m := EXITED.search(line))]
+
+    def count(self, text: str) -> int:
+        with self.lock:
+            return sum(text in line for line in self.lines)
 
     def live(self) -> list[int]:
         """The workers started and not yet logged as exited, oldest first."""
@@ -426,7 +431,7 @@ class Group:
         """Until ``workers`` workers not in ``exclude`` are live and the old ones gone; them."""
         def settled() -> bool:
             live = self.log.live()
-            return len(live) == self.workers and not set(live) & exclude
+            return len(live) == self.workers and set(live).isdisjoint(exclude)
 
         self.log.wait_for(settled, f"{self.workers} new workers serving")
         return self.log.live()
@@ -480,26 +485,32 @@ def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
 ) -> None:
     """5 SIGHUPs and 1 SIGUSR2 to the master while requests flow through HAProxy: none lost.
 
-    Each restart is sent once the log says the previous one finished (all
-    the workers replaced).  HAProxy's ``retries 0`` makes a connection the
-    server refuses a failed request instead of a silent retry, and its
-    stats count those refusals (``econ``) on its side too.
+    Each signal is sent once the log says the previous restart finished (all
+    the workers replaced) and the new workers have answered PER_GENERATION
+    requests, so the load runs through every restart.  HAProxy's
+    ``retries 0`` makes a connection the server refuses or drops a failed
+    request instead of a silent retry, and its stats count them on its side
+    too (``econ``: connect errors, ``eresp``: dropped responses).
     """
-    hups = 5
+    hups, per_generation, at_least = 5, 100, 2000
     with loopback_listener() as listener, \
             prefork_group(listener, "--proxy-protocol", "v2", "--graceful-timeout", "5") as group, \
             haproxy(tmp_path, listener.getsockname(),
                     "send-proxy-v2 check inter 200ms") as proxy:
-        first = group.wait_serving()
+        generations = [group.wait_serving()]
         load = Load(proxy.address, threads=2, max_requests=20_000, max_seconds=40.0)
         load.start()
         began = time.monotonic()
         try:
-            assert load.wait_for_replies_from(set(first), 50, WAIT), load.figures()
-            generations = [first]
-            for _ in range(hups):
-                os.kill(group.master, signal.SIGHUP)
-                generations.append(group.wait_serving(exclude=set(generations[-1])))
+            for hup in range(1, hups + 2):
+                assert load.wait_for_replies_from(set(generations[-1]), per_generation, WAIT), \
+                    f"{load.figures()}{group.log.tail()}"
+                if hup <= hups:
+                    os.kill(group.master, signal.SIGHUP)
+                    # Finished: the master says so, and every old worker has exited.
+                    group.log.wait_for(lambda: group.log.count(RESTART_DONE) >= hup,  # noqa: B023
+                                       f"restart {hup} done")
+                    generations.append(group.wait_serving(exclude=set(generations[-1])))
             old_master = group.master
             os.kill(old_master, signal.SIGUSR2)
             group.proc.wait(WAIT)  # the old master leaves once the new one serves
@@ -507,19 +518,28 @@ def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
             group.masters.append(_parent_of(generations[-1][0]))
             assert group.master != old_master
             restarts = time.monotonic() - began
-            assert load.wait_for_replies_from(set(generations[-1]), 50, WAIT), load.figures()
+            assert load.wait_for_replies_from(set(generations[-1]), per_generation, WAIT), \
+                f"{load.figures()}{group.log.tail()}"
+            assert load.wait_for_requests(at_least, WAIT), load.figures()
         finally:
             load.stop()
         stat = proxy.server_stat()
     figures = load.figures()
     print(f"\nrestart under load: {hups} SIGHUP + 1 SIGUSR2 in {restarts:.2f} s; {figures};"
           f" HAProxy econ={stat['econ']} eresp={stat['eresp']} chkfail={stat['chkfail']}")
-    assert load.failed == [], load.failed[:10]
+    ports = [f.split(":")[0].removeprefix("port ") for f in load.failed]
+    seen_by_haproxy = [
+        line for line in proxy.log_text().splitlines()
+        if any(f"127.0.0.1:{port} " in line for port in ports)
+    ]
+    assert load.failed == [], f"{load.failed[:10]}\nHAProxy's log: {seen_by_haproxy[:10]}" \
+        f"{group.log.tail(80)}"
     assert figures["refused"] == 0
     assert (stat["econ"], stat["eresp"], stat["chkfail"]) == ("0", "0", "0"), stat
-    served = set(figures["served_by"])
-    assert set(first) <= served and set(generations[-1]) <= served
-    assert not set(first) & set(generations[-1]), "the served pids did not change"
+    assert len(generations) == hups + 2
+    everyone = [pid for generation in generations for pid in generation]
+    assert len(set(everyone)) == len(everyone), f"a pid served in two generations: {generations}"
+    assert all(figures["served_by"].get(pid, 0) > 0 for pid in everyone), figures
     assert sum(figures["served_by"].values()) == figures["ok"] == figures["requests"]
 
 
