@@ -480,6 +480,48 @@ def prefork_group(listener: socket.socket, *options: str, workers: int = 2) -> I
         group.stop()
 
 
+@pytest.mark.parametrize("front", ["haproxy send-proxy", "haproxy send-proxy-v2", "nginx"])
+def test_prefork_behind_a_proxy_sees_each_clients_port(
+    front: str, tmp_path: Path, no_leaks: Resources
+) -> None:
+    """Two pre-forked workers behind each proxy: every reply names its own client's port.
+
+    HAProxy also probes the server (``check``): v2's LOCAL probes and v1's
+    lines must not upset the workers (nothing above INFO in their log, no
+    traceback) and HAProxy must see the server UP with no failed check.
+    """
+    requests = 200
+    kind, _, option = front.partition(" ")
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(loopback_listener())
+        version = "v2" if option.endswith("v2") else "v1"
+        group = stack.enter_context(prefork_group(listener, "--proxy-protocol", version))
+        workers = group.wait_serving()
+        if kind == "haproxy":
+            proxy: Any = stack.enter_context(haproxy(
+                tmp_path, listener.getsockname(), f"{option} check inter 100ms"
+            ))
+        else:
+            proxy = stack.enter_context(nginx(tmp_path, listener.getsockname()))
+        load = Load(proxy.address, threads=CLIENT_THREADS, max_requests=requests)
+        load.start()
+        try:
+            assert load.wait_for_requests(requests, WAIT), load.figures()
+        finally:
+            load.stop()
+        if kind == "haproxy":
+            stat = proxy.wait_server_up()
+            assert stat["chkfail"] == "0", f"{stat}{proxy.describe()}"
+        figures = load.figures()
+        assert load.failed == [] and figures["refused"] == 0, \
+            f"{figures} {load.failed[:5]}{proxy.describe()}{group.log.tail()}"
+        assert figures["ok"] == requests
+        assert set(figures["served_by"]) <= set(workers)
+    with group.log.lock:
+        loud = [line for line in group.log.lines if " INFO " not in line]
+    assert loud == [], "\n".join(loud)
+
+
 def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
     tmp_path: Path, no_leaks: Resources
 ) -> None:
@@ -541,6 +583,9 @@ def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
     assert len(set(everyone)) == len(everyone), f"a pid served in two generations: {generations}"
     assert all(figures["served_by"].get(pid, 0) > 0 for pid in everyone), figures
     assert sum(figures["served_by"].values()) == figures["ok"] == figures["requests"]
+    with group.log.lock:
+        loud = [line for line in group.log.lines if " INFO " not in line]
+    assert loud == [], "\n".join(loud)
 
 
 def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources) -> None:
