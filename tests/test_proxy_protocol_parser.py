@@ -39,7 +39,7 @@ from minisocketserver.proxy_protocol import (
 )
 
 # Pure functions: many examples cost little (the CI profile's 20 are for sockets).
-MANY = settings(max_examples=400)
+MANY = settings(max_examples=200)
 
 ports = st.integers(0, 65535)
 ipv4 = st.ip_addresses(v=4).map(str)
