@@ -186,15 +186,23 @@ def assert_each_client_saw_itself(
     """Every reply names its own client's port, and the handler saw each client once."""
     wrong = [(port, reply) for port, reply in replies if reply != f"127.0.0.1 {port}\n"]
     assert not wrong, f"replies naming another address: {wrong[:5]}{proxy.describe()}"
-    ports = {port for port, _ in replies}
+    # The clients' headers name the proxy's frontend as their destination;
+    # a v1 probe's names our server (a probe's port may equal a client's:
+    # both are ephemeral ports on 127.0.0.1, to different destinations).
     with server.lock:
-        clients = [s for s in server.seen if s.client_address[1] in ports]
+        clients = [s for s in server.seen if s.header_destination == tuple(proxy.address)]
         errors = list(server.errors)
-    assert sorted(s.client_address[1] for s in clients) == sorted(ports)
+    assert sorted(s.client_address[1] for s in clients) == sorted(port for port, _ in replies)
     assert {(s.command, s.version) for s in clients} == {("PROXY", version)}
-    # The proxy's own end stays reachable, and it is not the client's.
-    assert all(s.peer[1] != s.client_address[1] for s in clients)
+    # The handler's address is the header's source, not what accept() said.
+    assert all(tuple(s.client_address) == tuple(s.header_source) for s in clients), clients
     assert errors == [], errors
+    # No header from the proxy was refused, its probes' included; each
+    # header accepted reached the handler (the server is closed: all ran).
+    stats = server.proxy_stats
+    assert not any(stats.refused.values()), stats
+    with server.lock:
+        assert stats.accepted == len(server.seen), stats
 
 
 # -- HAProxy --------------------------------------------------------------------
