@@ -610,6 +610,9 @@ def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources)
         live = group.log.live()
     print(f"\nSIGSTOP worker replaced after {replaced:.2f} s (worker_timeout {timeout} s)")
     assert survivor in live and victim not in live
+    with group.log.lock:
+        how = [line for line in group.log.lines if f"worker {victim} exited" in line]
+    assert len(how) == 1 and "(signal 9)" in how[0], how
     # The master checks the heartbeats on its supervision tick: allow it one.
     assert replaced < timeout + 1.0, f"{replaced:.2f} s{group.log.tail()}"
 
