@@ -39,7 +39,7 @@ class WhoAmI(ours.StreamRequestHandler):
     """
 
     def handle(self) -> None:
-        header = self.server.proxy_header(self.request)  # type: ignore[attr-defined]
+        header = self.server.proxy_header(self.request)
         if header is not None and header.command == "LOCAL":
             return
         try:
