@@ -50,6 +50,7 @@ from support import WAIT, Resources, connect, recv_until_eof, serving
 
 import minisocketserver as ours
 from minisocketserver import ProxyProtocolMixIn
+from minisocketserver.proxy_protocol import encode_v2
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -589,11 +590,22 @@ def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
     assert len(generations) == hups + 2
     everyone = [pid for generation in generations for pid in generation]
     assert len(set(everyone)) == len(everyone), f"a pid served in two generations: {generations}"
-    assert all(figures["served_by"].get(pid, 0) > 0 for pid in everyone), figures
+    # Each generation served (not necessarily each worker: the kernel picks
+    # which waiting worker a connection wakes).
+    assert all(any(figures["served_by"].get(pid) for pid in g) for g in generations), figures
     assert sum(figures["served_by"].values()) == figures["ok"] == figures["requests"]
     with group.log.lock:
         loud = [line for line in group.log.lines if " INFO " not in line]
     assert loud == [], "\n".join(loud)
+
+
+def ask_pid(address: tuple[str, int]) -> int:
+    """One request straight to the group, with the PROXY v2 header a proxy would send."""
+    with connect(address) as client:
+        client.sendall(encode_v2(client.getsockname(), address) + b"who am i?\n")
+        host, port, pid = recv_until_eof(client).decode().split()
+        assert (host, int(port)) == client.getsockname()
+    return int(pid)
 
 
 def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources) -> None:
@@ -601,7 +613,11 @@ def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources)
     timeout = 2.0
     with loopback_listener() as listener, \
             prefork_group(listener, "--proxy-protocol", "v2", "--timeout", str(timeout)) as group:
-        victim, survivor = group.wait_serving()
+        workers = group.wait_serving()
+        # The victim is a worker that has served: one that died before
+        # serving is replaced only after a back-off (a crash loop's guard).
+        victim = ask_pid(listener.getsockname())
+        (survivor,) = set(workers) - {victim}
         stopped = time.monotonic()
         os.kill(victim, signal.SIGSTOP)
         group.log.wait_for(lambda: victim in group.log.exited() and len(group.log.live()) == 2,
