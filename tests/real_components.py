@@ -154,6 +154,16 @@ def _wait_until(component: Component, ready: Callable[[], bool], what: str) -> N
             component.proc.wait(0.02)
 
 
+def _accepts(path: Path) -> bool:
+    """Whether a Unix socket at ``path`` accepts a connection now."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:  # not there yet (ENOENT) or not listening yet (ECONNREFUSED)
+            return False
+    return True
+
+
 # -- HAProxy -------------------------------------------------------------------
 
 HAPROXY_CONFIG = """\
@@ -186,7 +196,7 @@ backend be
 
 @dataclass
 class HAProxy(Component):
-    """A running HAProxy; ``address`` is its frontend's."""
+    """A running HAProxy; ``address`` is its frontend's, ``extra["stats"]`` its stats socket."""
 
     address: tuple[str, int] = ("", 0)
 
@@ -248,7 +258,8 @@ def haproxy(
             address=frontend.getsockname(),
         )
     try:
-        _wait_until(proxy, stats.exists, "stats socket")
+        # The socket file appears at bind(), before listen(): connect to it.
+        _wait_until(proxy, lambda: _accepts(stats), "stats socket")
         yield proxy
     finally:
         proxy.stop()
