@@ -329,7 +329,7 @@ def test_curl_through_haproxy_http_mode(tmp_path: Path, no_leaks: Resources) -> 
     assert (seen_host, seen_port) == ("127.0.0.1", curl_port)
 
 
-# -- pre-forked, behind HAProxy: `serve --workers 2` -------------------------------
+# -- pre-forked behind the proxies: `serve --workers 2` ------------------------------
 #
 # The master runs as its own program (it must own a process's main thread),
 # started by the test on a listener the test bound: ``--bind fd:N``.  Its
