@@ -25,6 +25,12 @@ The ``overview-<model>`` diagrams are folded from the full recordings by
 the declared rule ``OVERVIEW_KEEP``: the hooks a reader must know are kept,
 every other call is folded into the nearest kept call above it.
 
+The ``prefork-*`` diagrams are a master and its workers: each is recorded
+in a fresh interpreter (a master forks, so its process must have no other
+thread), the scenario played by the master around its own hooks, and
+``prefork_recording`` places each worker's steps after the signal that woke
+it (see the section at the end of this module).
+
 The SVGs next to them are rendered by ``diagrams/render.sh`` (Mermaid CLI in
 headless Chromium); each records the sha256 of the ``.mmd`` it was drawn
 from, so a stale SVG is caught without rendering anything.

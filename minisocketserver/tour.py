@@ -29,6 +29,12 @@ made for the occasion by ``openssl req -x509`` in a temporary directory
 (``throwaway_tls``; without openssl, one line on stderr and exit status 2),
 and its clients connect with TLS.
 
+``tour prefork`` is shaped differently: the tour's process is the master of
+a ``PreforkMixIn`` server (a master must have no other thread), and a driver
+subprocess makes the clients, kills a worker and sends ``SIGHUP`` and
+``SIGTERM``; the master's calls print live, each worker's once the group has
+stopped, read back from the file it recorded into (``run_prefork_tour``).
+
 The same driver records the flows in ``diagrams/`` (see diagrams.py): it
 lets every thread go quiet before each step, which is what makes a
 recording of real threads render identically on every run.
