@@ -85,7 +85,7 @@ class AdmissionRefused(Exception):
 class _Waiting:
     """One connection held by the admission stage (loop thread only)."""
 
-    __slots__ = ("client_address", "deadline", "request", "since", "timer")
+    __slots__ = ("client_address", "deadline", "request", "since", "timeout", "timer")
 
     def __init__(self, request: socket.socket, client_address: Any, since: float) -> None:
         self.request = request
@@ -93,6 +93,8 @@ class _Waiting:
         self.since = since  # time.monotonic() of admit_request
         self.deadline = float("inf")
         self.timer: Timer | None = None
+        # The socket's own timeout, given back when it leaves the stage.
+        self.timeout = request.gettimeout()
 
 
 class AdmissionMixIn(MixInBase):
@@ -157,6 +159,11 @@ class AdmissionMixIn(MixInBase):
             )
         except ValueError:
             return True
+        # Truly non-blocking while held: a socket in timeout mode (a
+        # socket.setdefaulttimeout() in the program) waits for readiness
+        # inside recv(), up to its timeout, whatever the flags; one peek
+        # at a client that has nothing more to say would hold the loop.
+        request.setblocking(False)
         self._arm(waiting, self.admission_time_limit())
         if self._waiting is None:
             self._waiting = {}
@@ -238,13 +245,15 @@ class AdmissionMixIn(MixInBase):
             )
 
     def _stop_holding(self, waiting: _Waiting) -> None:
-        """Stop watching a held connection and cancel its timer (loop thread)."""
+        """Stop watching a held connection, cancel its timer, give back its timeout."""
         if self._waiting is not None:
             self._waiting.pop(waiting.request, None)
         if waiting.timer is not None:
             waiting.timer.cancel()
         if self._reactor is not None:
             self._reactor.unwatch(waiting.request)
+        with contextlib.suppress(OSError):  # reset meanwhile: it is refused next
+            waiting.request.settimeout(waiting.timeout)
 
     def _first_bytes_ready(self, waiting: _Waiting) -> None:
         """Reactor callback: a held connection is readable (bytes, EOF or an error)."""

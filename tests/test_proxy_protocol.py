@@ -64,9 +64,10 @@ def report(server: Any, request: Any, client_address: Any, line: bytes) -> bytes
     """What a handler knows of its client, as one JSON line, then the line it read."""
     header: ProxyHeader | None = server.proxy_header(request)
     sock = getattr(request, "socket", request)  # a TLSTransport wraps its socket
+    peer = sock.getpeername()
     facts = {
         "client": list(client_address),
-        "peer": sock.getpeername()[0],
+        "peer": peer[0] if isinstance(peer, tuple) else peer,
         "version": header and header.version,
         "tlv": header and (header.tlv(0xE0) or b"").decode(),
     }
@@ -469,6 +470,7 @@ def test_tls_behind_a_proxy_header(
     assert rest.startswith(b"TLSv1.") and rest.endswith(b" hello\n")
     assert verified == [CLIENT]  # once, also where the handshake re-enters the pipeline
     assert server.tls_stats.completed == 1 and server.proxy_stats.accepted == 1
+    assert server._proxied == {}
 
 
 def test_tls_gets_its_own_time_after_the_header(
@@ -524,6 +526,7 @@ def test_a_header_then_silence_holds_no_worker_and_times_out_as_tls(
     assert server.tls_stats.timed_out == 5 and server.tls_stats.completed == 2
     # They timed out waiting in the loop: none got as far as a handshake (a worker).
     assert reached_the_handshake == []
+    assert server._proxied == {}
 
 
 def test_shutdown_closes_connections_still_waiting_for_their_header() -> None:
@@ -551,3 +554,69 @@ def test_a_long_v2_header_is_read_whole() -> None:
     with serving(server):
         facts = ask(server.server_address, encode_v2(CLIENT, SERVER, tlvs=big, crc=True))
     assert facts["client"] == list(CLIENT) and facts["tlv"] == "tenant-7"
+
+
+def test_a_unix_socket_server_behind_a_local_proxy(tmp_path: Any) -> None:
+    """Unix-socket peers pass the allow-list (the socket file's permissions guard them)."""
+    path = str(tmp_path / "app.sock")
+    server = make(ours.ThreadingUnixStreamServer)(path, Echo)
+    with serving(server), socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(WAIT)
+        client.connect(path)
+        client.sendall(HEADERS["v2"] + b"hello\n")
+        reply = recv_until_eof(client)
+    facts = json.loads(reply.partition(b"\n")[0])
+    assert facts["client"] == list(CLIENT) and facts["peer"] == ""
+    assert server.verified == [CLIENT]
+
+
+def test_a_default_socket_timeout_never_makes_the_loop_wait(
+    server_context: ssl.SSLContext, client_context: ssl.SSLContext,  # noqa: F811
+) -> None:
+    """With ``socket.setdefaulttimeout()``, accepted sockets are in timeout mode.
+
+    Python then waits for readiness inside ``recv()``, up to the timeout,
+    whatever its flags (MSG_DONTWAIT included): the stage's peek at a
+    client that sent its header and nothing more would hold the loop.
+    """
+    class Server(ProxyTLSPoolServer):
+        handshake_timeout = WAIT
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(WAIT)
+    try:
+        server = Server(("127.0.0.1", 0), TLSEcho, context=server_context)
+        with serving(server), connect(server.server_address) as quiet:
+            tls_ask(server.server_address, client_context, HEADERS["v1"])  # the loop is serving
+            quiet.sendall(HEADERS["v2"])  # and no ClientHello after it
+            start = time.monotonic()
+            facts, _ = tls_ask(server.server_address, client_context, HEADERS["v1"])
+            elapsed = time.monotonic() - start
+    finally:
+        socket.setdefaulttimeout(previous)
+    assert facts["client"] == list(CLIENT)
+    assert elapsed < WAIT / 2
+
+
+@pytest.mark.parametrize("model", [ours.ThreadingTCPServer, ours.MultiplexingTCPServer],
+                         ids=lambda m: m.__name__)
+def test_hooks_before_the_stage_see_each_connection_once_with_the_client(model: type) -> None:
+    """A mixin before this one in the bases (``PreforkMixIn`` counts ``process_request``
+    calls for ``max_requests``) sees one call per connection served, with the client's
+    address, and none for a connection refused."""
+    seen: list[Any] = []
+
+    class Counting:
+        def process_request(self, request: Any, client_address: Any) -> None:
+            seen.append(client_address)
+            super().process_request(request, client_address)  # type: ignore[misc]
+
+    class Server(Counting, make(model)):  # type: ignore[misc]
+        pass
+
+    server = Server(("127.0.0.1", 0), handler_for(model))
+    with serving(server), connect(server.server_address) as refused:
+        refused.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert closed_without_reply(refused)
+        assert ask(server.server_address, HEADERS["v1"])["client"] == list(CLIENT)
+    assert seen == [CLIENT]

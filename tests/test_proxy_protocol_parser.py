@@ -249,6 +249,10 @@ def test_v1_unknown_ignores_the_rest_of_the_line() -> None:
     assert header == ProxyHeader(1, "PROXY", "UNKNOWN", None, None, (), 38)
     assert parse_header(b"PROXY UNKNOWN\r\n") == ProxyHeader(
         1, "PROXY", "UNKNOWN", None, None, (), 15)
+    # Anything: not even US-ASCII is asked of it.
+    assert parse_header(b"PROXY UNKNOWN \xff\xfe\r\n") == ProxyHeader(
+        1, "PROXY", "UNKNOWN", None, None, (), 18)
+    assert parse_header(b"PROXY UNKNOWN \xff") is None
 
 
 @pytest.mark.parametrize("line, message", [
