@@ -33,14 +33,20 @@ class WhoAmI(ours.StreamRequestHandler):
     """Answers one line with ``HOST PORT PID``: the client address it was given, and its pid.
 
     A LOCAL connection (HAProxy's health check with ``send-proxy-v2``)
-    sends nothing after its header, so it gets no read and no reply.
+    sends nothing after its header, so it gets no read and no reply.  A v1
+    health check looks like any client, and HAProxy resets it right after
+    the header: that reset is the probe ending, not an error.
     """
 
     def handle(self) -> None:
         header = self.server.proxy_header(self.request)  # type: ignore[attr-defined]
         if header is not None and header.command == "LOCAL":
             return
-        if self.rfile.readline():
+        try:
+            line = self.rfile.readline()
+        except ConnectionResetError:
+            return
+        if line:
             host, port = self.client_address[:2]
             self.wfile.write(f"{host} {port} {os.getpid()}\n".encode())
 
@@ -91,17 +97,15 @@ class Load:
         """Until ``count`` replies came from ``pids`` (or the load ended, or ``timeout``)."""
         with self.changed:
             return self.changed.wait_for(
-                lambda: sum(self.served_by[p] for p in pids) >= count or self._over(), timeout
+                lambda: sum(self.served_by[p] for p in pids) >= count or self._ended(), timeout
             ) and sum(self.served_by[p] for p in pids) >= count
 
     def wait_for_requests(self, count: int, timeout: float) -> bool:
         """Until ``count`` requests have been answered or failed (or the load ended)."""
-        def done() -> int:
-            return self.ok + self.refused + len(self.failed)
-
         with self.changed:
-            return self.changed.wait_for(lambda: done() >= count or self._over(), timeout) \
-                and done() >= count
+            return self.changed.wait_for(
+                lambda: self._done() >= count or self._ended(), timeout
+            ) and self._done() >= count
 
     def figures(self) -> dict[str, Any]:
         with self.lock:
@@ -110,6 +114,13 @@ class Load:
                 "refused": self.refused, "seconds": round(self.seconds, 2),
                 "served_by": dict(self.served_by),
             }
+
+    def _done(self) -> int:
+        return self.ok + self.refused + len(self.failed)
+
+    def _ended(self) -> bool:
+        """No request will start, and none is in flight."""
+        return self._over() and self._done() == self.started
 
     def _over(self) -> bool:
         return (

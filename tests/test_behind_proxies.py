@@ -186,15 +186,23 @@ def assert_each_client_saw_itself(
     """Every reply names its own client's port, and the handler saw each client once."""
     wrong = [(port, reply) for port, reply in replies if reply != f"127.0.0.1 {port}\n"]
     assert not wrong, f"replies naming another address: {wrong[:5]}{proxy.describe()}"
-    ports = {port for port, _ in replies}
+    # The clients' headers name the proxy's frontend as their destination;
+    # a v1 probe's names our server (a probe's port may equal a client's:
+    # both are ephemeral ports on 127.0.0.1, to different destinations).
     with server.lock:
-        clients = [s for s in server.seen if s.client_address[1] in ports]
+        clients = [s for s in server.seen if s.header_destination == tuple(proxy.address)]
         errors = list(server.errors)
-    assert sorted(s.client_address[1] for s in clients) == sorted(ports)
+    assert sorted(s.client_address[1] for s in clients) == sorted(port for port, _ in replies)
     assert {(s.command, s.version) for s in clients} == {("PROXY", version)}
-    # The proxy's own end stays reachable, and it is not the client's.
-    assert all(s.peer[1] != s.client_address[1] for s in clients)
+    # The handler's address is the header's source, not what accept() said.
+    assert all(tuple(s.client_address) == tuple(s.header_source) for s in clients), clients
     assert errors == [], errors
+    # No header from the proxy was refused, its probes' included; each
+    # header accepted reached the handler (the server is closed: all ran).
+    stats = server.proxy_stats
+    assert not any(stats.refused.values()), stats
+    with server.lock:
+        assert stats.accepted == len(server.seen), stats
 
 
 # -- HAProxy --------------------------------------------------------------------
@@ -480,6 +488,48 @@ def prefork_group(listener: socket.socket, *options: str, workers: int = 2) -> I
         group.stop()
 
 
+@pytest.mark.parametrize("front", ["haproxy send-proxy", "haproxy send-proxy-v2", "nginx"])
+def test_prefork_behind_a_proxy_sees_each_clients_port(
+    front: str, tmp_path: Path, no_leaks: Resources
+) -> None:
+    """Two pre-forked workers behind each proxy: every reply names its own client's port.
+
+    HAProxy also probes the server (``check``): v2's LOCAL probes and v1's
+    lines must not upset the workers (nothing above INFO in their log, no
+    traceback) and HAProxy must see the server UP with no failed check.
+    """
+    requests = 200
+    kind, _, option = front.partition(" ")
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(loopback_listener())
+        version = "v2" if option.endswith("v2") else "v1"
+        group = stack.enter_context(prefork_group(listener, "--proxy-protocol", version))
+        workers = group.wait_serving()
+        if kind == "haproxy":
+            proxy: Any = stack.enter_context(haproxy(
+                tmp_path, listener.getsockname(), f"{option} check inter 100ms"
+            ))
+        else:
+            proxy = stack.enter_context(nginx(tmp_path, listener.getsockname()))
+        load = Load(proxy.address, threads=CLIENT_THREADS, max_requests=requests)
+        load.start()
+        try:
+            assert load.wait_for_requests(requests, WAIT), load.figures()
+        finally:
+            load.stop()
+        if kind == "haproxy":
+            stat = proxy.wait_server_up()
+            assert stat["chkfail"] == "0", f"{stat}{proxy.describe()}"
+        figures = load.figures()
+        assert load.failed == [] and figures["refused"] == 0, \
+            f"{figures} {load.failed[:5]}{proxy.describe()}{group.log.tail()}"
+        assert figures["ok"] == requests
+        assert set(figures["served_by"]) <= set(workers)
+    with group.log.lock:
+        loud = [line for line in group.log.lines if " INFO " not in line]
+    assert loud == [], "\n".join(loud)
+
+
 def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
     tmp_path: Path, no_leaks: Resources
 ) -> None:
@@ -541,6 +591,9 @@ def test_prefork_behind_haproxy_restarts_under_load_refusing_nothing(
     assert len(set(everyone)) == len(everyone), f"a pid served in two generations: {generations}"
     assert all(figures["served_by"].get(pid, 0) > 0 for pid in everyone), figures
     assert sum(figures["served_by"].values()) == figures["ok"] == figures["requests"]
+    with group.log.lock:
+        loud = [line for line in group.log.lines if " INFO " not in line]
+    assert loud == [], "\n".join(loud)
 
 
 def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources) -> None:
@@ -557,6 +610,9 @@ def test_a_stopped_worker_is_replaced_within_worker_timeout(no_leaks: Resources)
         live = group.log.live()
     print(f"\nSIGSTOP worker replaced after {replaced:.2f} s (worker_timeout {timeout} s)")
     assert survivor in live and victim not in live
+    with group.log.lock:
+        how = [line for line in group.log.lines if f"worker {victim} exited" in line]
+    assert len(how) == 1 and "(signal 9)" in how[0], how
     # The master checks the heartbeats on its supervision tick: allow it one.
     assert replaced < timeout + 1.0, f"{replaced:.2f} s{group.log.tail()}"
 
