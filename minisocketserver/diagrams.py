@@ -25,6 +25,12 @@ The ``overview-<model>`` diagrams are folded from the full recordings by
 the declared rule ``OVERVIEW_KEEP``: the hooks a reader must know are kept,
 every other call is folded into the nearest kept call above it.
 
+The ``prefork-*`` diagrams are a master and its workers: each is recorded
+in a fresh interpreter (a master forks, so its process must have no other
+thread), the scenario played by the master around its own hooks, and
+``prefork_recording`` places each worker's steps after the signal that woke
+it (see the section at the end of this module).
+
 The SVGs next to them are rendered by ``diagrams/render.sh`` (Mermaid CLI in
 headless Chromium); each records the sha256 of the ``.mmd`` it was drawn
 from, so a stale SVG is caught without rendering anything.
@@ -43,6 +49,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -55,7 +62,7 @@ from .server import BaseServer, serve_loop
 from .server_group import ServerGroup
 from .threading_mixin import ThreadingTCPServer
 from .tour import DatagramEchoHandler, EchoSession, loaded_stdlib, throwaway_tls
-from .tracer import Event, Recording, Tracer
+from .tracer import CHILD_EXIT, Event, Recording, Tracer
 
 #: Where the diagrams live: ``diagrams/`` at the root of the source tree
 #: (an installed copy of the package has none: then ``./diagrams``).
@@ -442,6 +449,8 @@ def record(stem: str) -> str:
         return architecture()
     if stem.startswith("stdlib-") and loaded_stdlib() is None:
         return _record_in_recorder(stem)
+    if stem in PREFORK_FLOWS:
+        return _record_prefork_in_child(stem)
     if stem in OVERVIEW_KEEP:
         source, keep = OVERVIEW_KEEP[stem]
         title, recording = _recorded(source)
@@ -498,8 +507,12 @@ def _trim_setup(tracer: Tracer) -> Recording:
 def stems() -> list[str]:
     """Every diagram this tree produces, in a stable order."""
     flows = _flows()
+    # A master reaps its workers by pidfd (Linux 5.3+, Python 3.9+).
+    prefork = PREFORK_FLOWS if hasattr(_package, "PreforkMixIn") and hasattr(
+        __import__("os"), "pidfd_open") else {}
     return ["architecture", "class-hierarchy", *flows,
-            *(stem for stem, (source, _) in OVERVIEW_KEEP.items() if source in flows)]
+            *(stem for stem, (source, _) in OVERVIEW_KEEP.items() if source in flows),
+            *prefork]
 
 
 def path_for(directory: Path, stem: str, version: tuple[int, ...] = sys.version_info[:2]) -> Path:
@@ -806,5 +819,189 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# -- prefork: a master and its workers, recorded in a process of their own ------
+#
+# A master must run in the main thread of a process with no other thread (it
+# forks), so these flows are recorded in a fresh interpreter (_record_prefork_in_child),
+# whatever ran before in this one.  The scenario is played by the master itself, around
+# its hooks (instance attributes, so the tracer's class-level wrappers record the hooks
+# once, and the scenario's part not at all): when its worker first serves, it queues a
+# SIGHUP (calling the master's own handler, _pf_queue_signal, as the kernel would; a
+# real signal also writes the wake-up byte, which would add a loop turn at a moment
+# nobody chooses) or sends the worker a real SIGKILL.  After each worker it stops or
+# kills, it waits until that worker is dead (waitid(WNOWAIT): the master's loop still
+# does the reaping), so that the master reaps it in the same turn of its loop on every
+# run: a recording that is the same every time.
+#
+# The tracer orders a forked child's events from its fork; a worker lives across the
+# whole recording, so prefork_recording() places what each worker does from the
+# moment it is woken (its Reactor.wake()) after the master's _pf_stop_worker that
+# signalled it, and draws the causal links the tracer cannot see across processes:
+# "ready" on the status pipe, SIGTERM, the exit the master reaps.
+
+PREFORK_FLOWS = {
+    "prefork-rolling-restart": "PreforkMixIn: a rolling restart (SIGHUP), one worker at a time",
+    "prefork-worker-replaced": "PreforkMixIn: a worker killed (SIGKILL) is reaped and replaced",
+}
+#: The labels of the links drawn between the master and its workers.
+READY = "ready (status pipe)"
+SIGTERM_SENT = "SIGTERM"
+
+
+def _record_prefork_in_child(stem: str) -> str:
+    """Record a prefork flow in a fresh interpreter (its main thread, no other thread)."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from minisocketserver.diagrams import "
+         "record_prefork; sys.stdout.write(record_prefork(sys.argv[1]))", stem],
+        capture_output=True, text=True, encoding="utf-8", timeout=60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"recording {stem} in a child interpreter failed:\n{done.stderr}")
+    return done.stdout
+
+
+def record_prefork(stem: str) -> str:
+    """Run the prefork scenario ``stem`` in this process (the master) and render it."""
+    import os
+    import signal
+
+    from .prefork import PreforkMixIn
+
+    if threading.active_count() != 1:
+        raise RuntimeError("a prefork flow is recorded in a process with no other thread")
+
+    class OneWorker(PreforkMixIn, sockets.TCPServer):
+        """One synchronous worker; no heartbeat (its ticks would be noise)."""
+
+        workers = 1
+        worker_timeout = None
+        graceful_timeout = 5.0
+
+    server = OneWorker(("127.0.0.1", 0), EchoHandler)
+    tracer = Tracer()
+    served: list[int] = []
+
+    # Looked up on the class at each call: the tracer's wrapper, once it is enabled.
+    def traced_serves(worker: Any) -> None:
+        type(server)._pf_worker_serves(server, worker)
+
+    def traced_exited(pid: int, status: int) -> None:
+        type(server).worker_exited(server, pid, status)
+
+    def asleep() -> None:
+        # Each worker's last recorded step must be its wait in epoll_wait before
+        # the scenario acts on it: a signal that came earlier would cut its
+        # recording at another step on each run.  Nothing tells a process that
+        # another one is asleep, so the kernel is asked (bounded).
+        deadline = time.monotonic() + 10.0
+        for pid in server.worker_pids():
+            while Path(f"/proc/{pid}/wchan").read_text(encoding="ascii") != "do_epoll_wait":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {pid} never waited in epoll_wait")
+                time.sleep(0.001)
+
+    def stop_group() -> None:
+        asleep()
+        tracer.note("(end)")
+        server._pf_queue_signal(signal.SIGTERM, None)
+
+    def dead(pid: int) -> None:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+
+    def serves(worker: Any) -> None:
+        served.append(worker.pid)
+        if stem == "prefork-rolling-restart":
+            if len(served) == 1:
+                traced_serves(worker)
+                asleep()
+                tracer.note("SIGHUP to the master: replace every worker, one at a time")
+                server._pf_queue_signal(signal.SIGHUP, None)
+                return
+            old = server.worker_pids()[0]
+            traced_serves(worker)  # stops the old worker
+            dead(old)
+            return
+        traced_serves(worker)
+        if len(served) == 1:
+            asleep()
+            tracer.note("SIGKILL to the worker, as the OOM killer would send it")
+            os.kill(worker.pid, signal.SIGKILL)
+            dead(worker.pid)
+        else:
+            stop_group()
+
+    def exited(pid: int, status: int) -> None:
+        traced_exited(pid, status)
+        if stem == "prefork-rolling-restart" and len(served) == 2:
+            stop_group()
+
+    server._pf_worker_serves = serves  # type: ignore[method-assign]
+    server.worker_exited = exited  # type: ignore[method-assign]
+    tracer.enable()
+    try:
+        tracer.name_thread("master")
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        tracer.disable()
+        server.server_close()
+    return prefork_recording(tracer.recording()).to_mermaid(PREFORK_FLOWS[stem])
+
+
+def prefork_recording(recording: Recording) -> Recording:
+    """Place each worker's events in time, link them to the master's, cut at ``(end)``."""
+    events = recording.events
+    firsts: dict[str, Event] = {}
+    for event in events:
+        if event.lifeline.startswith("child process"):
+            firsts.setdefault(event.lifeline, event)
+    # Fork order, not pid order: pids may wrap around.
+    workers = sorted(firsts, key=lambda name: firsts[name].key)
+    names = {old: f"worker {i}" for i, old in enumerate(workers, 1)}
+    master = sorted((e for e in events if e.kind != "note"
+                     and not e.lifeline.startswith("child process")), key=lambda e: e.key)
+    calls = [e for e in master if e.kind == "call" and not e.helper]
+    stops = [e for e in calls if e.method == "_pf_stop_worker"]
+    # A worker's "ready" ends the master's wait: the select() return before the
+    # _pf_worker_serves it dispatched.  An exit starts the reaping: the unwatch()
+    # of the worker's pidfd just before worker_exited(), where there is one.
+    serving = [_step_before(master, e, "select", "return")
+               for e in calls if e.method == "_pf_worker_serves"]
+    exits = [_step_before(master, e, "unwatch", "call")
+             for e in calls if e.method == "worker_exited"]
+    lasts = []
+    for index, name in enumerate(workers):
+        own = [e for e in events if e.lifeline == name]
+        attach = [e for e in own if e.kind == "return" and e.owner == "PreforkMixIn"
+                  and e.method == "_attach"]
+        if attach and index < len(serving):
+            serving[index].after.append((attach[0].id, READY))
+        woken = next((i for i, e in enumerate(own) if e.method == "wake"), None)
+        if woken is not None and stops:
+            stop = stops.pop(0)
+            own[woken].after.append((stop.id, SIGTERM_SENT))
+            for step, event in enumerate(own[woken:], 1):
+                event.key = (stop.key[0], step)
+        lasts.append(own[-1])
+    for last, exit_call in zip(sorted(lasts, key=lambda e: e.key), exits, strict=False):
+        exit_call.after.append((last.id, CHILD_EXIT))
+    for event in events:
+        event.lifeline = names.get(event.lifeline, event.lifeline)
+    ends = [e for e in events if e.kind == "note" and e.text == "(end)"]
+    if ends:
+        events = [e for e in events if e.key < ends[0].key]
+    used = {e.lifeline for e in events}
+    lifelines = [names.get(n, n) for n in recording.lifelines]
+    return Recording(events, [n for n in lifelines if n in used])
+
+
+def _step_before(master: list[Event], event: Event, method: str, kind: str) -> Event:
+    """The master's ``method`` ``kind`` event right before ``event`` (within two steps), or it."""
+    index = master.index(event)
+    for earlier in reversed(master[max(0, index - 2):index]):
+        if earlier.method == method and earlier.kind == kind:
+            return earlier
+    return event
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+

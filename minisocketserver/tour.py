@@ -29,6 +29,12 @@ made for the occasion by ``openssl req -x509`` in a temporary directory
 (``throwaway_tls``; without openssl, one line on stderr and exit status 2),
 and its clients connect with TLS.
 
+``tour prefork`` is shaped differently: the tour's process is the master of
+a ``PreforkMixIn`` server (a master must have no other thread), and a driver
+subprocess makes the clients, kills a worker and sends ``SIGHUP`` and
+``SIGTERM``; the master's calls print live, each worker's once the group has
+stopped, read back from the file it recorded into (``run_prefork_tour``).
+
 The same driver records the flows in ``diagrams/`` (see diagrams.py): it
 lets every thread go quiet before each step, which is what makes a
 recording of real threads render identically on every run.
@@ -39,7 +45,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import logging
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -187,7 +195,8 @@ EXPLAIN_STDLIB: dict[str, tuple[str, str]] = {
 }
 
 #: The server class each MODEL tours.
-MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing", "tls"]
+MODELS = ["threading", "sync", "forking", "threadpool", "udp", "unix", "multiplexing", "tls",
+          "prefork"]
 
 #: What the tour's echo appends, as the seed's server did.
 SUFFIX = "好".encode()
@@ -272,6 +281,7 @@ def _model_classes(model: str) -> tuple[type, type] | None:
         "unix": ("UnixStreamServer", SeedEchoHandler),
         "multiplexing": ("MultiplexingTCPServer", None),
         "tls": ("ThreadingTLSServer", SeedEchoHandler),
+        "prefork": ("PreforkMixIn", SeedEchoHandler),  # run_prefork_tour builds its class
     }
     name, handler = names[model]
     server_class = getattr(package, name, None)
@@ -697,6 +707,12 @@ def run_tour(model: str, server_spec: str | None, handler_spec: str | None,
     ``stdlib``: tour the standard library's ``socketserver`` (its model's
     server class, with an echo handler built on its handler classes).
     """
+    if model == "prefork" and not (server_spec or handler_spec or stdlib):
+        return run_prefork_tour(out, err)
+    if model == "prefork":
+        err.write("minisocketserver tour: error: tour prefork tours its own class: "
+                  "--server, --handler and --stdlib are for the other models\n")
+        return 2
     subject = loaded_stdlib() if stdlib else None
     if stdlib and subject is None:
         err.write("minisocketserver tour: error: --stdlib needs the standard library's "
@@ -830,3 +846,190 @@ def _load(option: str, spec: str) -> type:
         return load_class(spec)
     except TourSetupError as exc:
         raise TourSetupError(f"{option}: {exc}") from None
+
+
+# -- tour prefork: a master and its workers ------------------------------------
+#
+# The master must be the main thread of a process with no other thread (it
+# forks), so this tour is shaped differently from the others: the tour's own
+# process *is* the master, and a driver program (a subprocess, started before
+# the first fork; the one child of the master's that is not a worker) makes the
+# clients and sends the signals.  The master tells the driver which workers it
+# started and reaped through a pipe, from its worker_started/worker_exited hooks.
+# The master's calls print live; each worker records into a file of its own
+# (the tracer's forked-children support) and is printed once the group stopped.
+
+#: The chapter on pre-forked workers and the PROXY protocol.
+PREFORK_CHAPTER = "docs/12-many-cores-many-machines.md"
+
+EXPLAIN.update({
+    "PreforkMixIn.serve_forever": (
+        "in the master: fork the workers, then supervise them (pidfds, the status "
+        "pipe, signals); in a worker: the model's own loop", PREFORK_CHAPTER),
+    "_pf_spawn": ("block every signal, fork() one worker, unblock: a signal for the "
+                  "master never lands in the child", PREFORK_CHAPTER),
+    "worker_started": ("hook, in the master, right after it forked a worker", PREFORK_CHAPTER),
+    "worker_exited": ("hook, in the master, after it reaped a worker (its pidfd turned "
+                      "readable): the loop replaces it", PREFORK_CHAPTER),
+    "worker_init": ("hook, in the worker right after fork(), its signal handlers set: "
+                    "open per-process resources here", PREFORK_CHAPTER),
+    "_pf_worker_serves": ("a worker said 'ready' on the status pipe: a rolling restart "
+                          "may now stop the next old worker", PREFORK_CHAPTER),
+    "_pf_stop_worker": ("SIGTERM to a worker: it stops accepting and drains; SIGKILL "
+                        "after graceful_timeout", PREFORK_CHAPTER),
+    "PreforkMixIn._attach": ("in a worker: also watch the master's pipe (EOF: the master "
+                             "died), start the heartbeat, tell the master 'ready'",
+                             PREFORK_CHAPTER),
+    "PreforkMixIn.process_request": ("count the request against max_requests, then the "
+                                     "model's process_request", PREFORK_CHAPTER),
+})
+
+
+def _prefork_server_class() -> type:
+    """The toured class: two pre-forked workers, each a synchronous TCPServer."""
+    from .prefork import PreforkMixIn
+    from .sockets import TCPServer
+
+    class TourPreforkMixIn(PreforkMixIn):
+        """Tells the tour's driver (``events``) who started and who left.
+
+        A mixin of its own, not methods of the server class: the tracer traces
+        the prefork hooks on PreforkMixIn's subclasses, the server hooks on the
+        server classes.
+        """
+
+        events = -1  # the write end of the driver's pipe, in the master
+
+        def worker_started(self, pid: int) -> None:
+            """Called in the master right after it forked worker ``pid``."""
+            with contextlib.suppress(BrokenPipeError):  # the driver has left
+                os.write(self.events, f"started {pid}\n".encode())
+
+        def worker_exited(self, pid: int, status: int) -> None:
+            """Called in the master after it reaped worker ``pid``."""
+            with contextlib.suppress(BrokenPipeError):
+                os.write(self.events, f"exited {pid}\n".encode())
+
+    class PreforkEchoServer(TourPreforkMixIn, TCPServer):
+        """Two workers, each a synchronous echo server on the master's listener."""
+
+        workers = 2
+        worker_timeout = None  # the tour pauses nobody; no heartbeat ticks to print
+        graceful_timeout = 5.0
+
+    return PreforkEchoServer
+
+
+def run_prefork_tour(out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """``tour prefork``: this process becomes the master; a driver subprocess plays the world."""
+    if not hasattr(os, "pidfd_open") or threading.active_count() != 1:
+        err.write("minisocketserver tour: error: tour prefork needs Linux (pidfds) and a "
+                  "process with no other thread (the master forks)\n")
+        return 2
+    from .seed import SeedEchoHandler
+
+    server_class = _prefork_server_class()
+    out.write(
+        "minisocketserver tour, prefork model: PreforkEchoServer (PreforkMixIn + TCPServer, "
+        "2 workers)\nserving SeedEchoHandler on 127.0.0.1, on a port the kernel picks.  "
+        "This process is the master;\na driver process makes the clients and sends the "
+        "signals (its lines start with 'driver:').\nThe master's calls print as they are "
+        "recorded; each worker's, once the group has stopped.\n")
+    out.flush()
+    printer = LivePrinter(out)
+    tracer = Tracer(on_event=printer)
+    logged = _log_to(out)
+    events_r, events_w = os.pipe()
+    driver: subprocess.Popen[bytes] | None = None
+    try:
+        with tracer:
+            tracer.name_thread("master")
+            server = server_class(("127.0.0.1", 0), SeedEchoHandler)
+            try:
+                server.events = events_w
+                host, port = server.server_address[:2]
+                driver = subprocess.Popen(
+                    [sys.executable, "-c", "import sys; from minisocketserver.tour import "
+                     "prefork_driver; sys.exit(prefork_driver(*sys.argv[1:]))",
+                     str(os.getpid()), host, str(port), str(events_r)],
+                    pass_fds=[events_r], stdout=out.fileno())
+                os.close(events_r)
+                events_r = -1
+                server.serve_forever(poll_interval=0.5)
+            finally:
+                server.server_close()
+            printer.say("\n== the group has stopped: what each worker process recorded, "
+                        "read from its file")
+        status = driver.wait(timeout=10) if driver is not None else 1
+    finally:
+        logging.getLogger("minisocketserver").removeHandler(logged)
+        for fd in (events_r, events_w):
+            if fd != -1:
+                os.close(fd)
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    recording = tracer.recording()
+    workers = sorted({e.lifeline for e in recording.events if e.lifeline.startswith("child")})
+    out.write(f"\n== done: {printer.calls} calls; the master and {len(workers)} worker "
+              f"processes; the driver exited with status {status}.\nThe walkthrough: "
+              f"{PREFORK_CHAPTER}.\n")
+    return 0 if status == 0 else 1
+
+
+def _log_to(out: TextIO) -> logging.Handler:
+    """Print the package's INFO log lines ("prefork: ...") among the recorded calls."""
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("log [%(process)d]: %(message)s"))
+    logger = logging.getLogger("minisocketserver")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def prefork_driver(master: str, host: str, port: str, events: str) -> int:
+    """The world of ``tour prefork``: clients, a SIGKILL, a SIGHUP, then SIGTERM.
+
+    Runs in its own process (started by the master, before any fork), reads
+    the master's "started PID" / "exited PID" lines from descriptor ``events``
+    and waits for each step's consequence there, bounded: no sleep.
+    """
+    import signal
+
+    master_pid, address = int(master), (host, int(port))
+    # Unbuffered: select() below must see every byte not yet read as the pipe's.
+    lines = os.fdopen(int(events), "rb", buffering=0)
+
+    def say(text: str) -> None:
+        sys.stdout.write(f"\ndriver: {text}\n")
+        sys.stdout.flush()
+
+    def expect(started: int, exited: int) -> tuple[list[int], list[int]]:
+        seen: dict[str, list[int]] = {"started": [], "exited": []}
+        while len(seen["started"]) < started or len(seen["exited"]) < exited:
+            readable, _, _ = select.select([lines], [], [], 10.0)
+            if not readable:
+                raise TimeoutError("the master did not report its workers in time")
+            kind, pid = lines.readline().decode().split()
+            seen[kind].append(int(pid))
+        return seen["started"], seen["exited"]
+
+    def echo(word: bytes) -> bytes:
+        with socket.create_connection(address, timeout=10) as client:
+            client.sendall(word)
+            client.shutdown(socket.SHUT_WR)
+            return client.recv(4096)
+
+    started, _ = expect(2, 0)
+    say(f"the master started workers {started[0]} and {started[1]}; a client connects")
+    say(f"the reply: {echo(b'hello')!r}")
+    say(f"SIGKILL to worker {started[0]}, as the OOM killer would")
+    os.kill(started[0], signal.SIGKILL)
+    expect(1, 1)
+    say("SIGHUP to the master: a rolling restart, one worker at a time")
+    os.kill(master_pid, signal.SIGHUP)
+    expect(2, 2)
+    say(f"after the restart, a client connects; the reply: {echo(b'world')!r}")
+    say("SIGTERM to the master: every worker drains, then the master returns")
+    os.kill(master_pid, signal.SIGTERM)
+    return 0

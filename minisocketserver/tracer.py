@@ -110,6 +110,12 @@ MULTIPLEXED_HANDLER_HOOKS = frozenset({
     "setup", "data_received", "line_received", "eof_received", "output_drained", "finish",
     "send", "close", "_on_readable", "_on_ready", "_end",
 })
+#: ``PreforkMixIn``: the master's steps that happen per worker (not per tick:
+#: an idle master's loop records nothing), and the worker's own hook.
+PREFORK_HOOKS = SERVER_HOOKS | frozenset({
+    "worker_init", "worker_started", "worker_exited", "_pf_spawn", "_pf_worker_serves",
+    "_pf_stop_worker",
+})
 #: ``ServerGroup``: the loop over its members, and stopping it.
 GROUP_HOOKS = frozenset({"serve_forever", "shutdown", "server_close"})
 #: The reactor's part: the wait, the wake-up, (un)registration.
@@ -129,7 +135,7 @@ LIBRARY_MODULES = frozenset({
     "minisocketserver.threading_mixin", "minisocketserver.forking_mixin",
     "minisocketserver.handlers", "minisocketserver.multiplexing_mixin",
     "minisocketserver.server_group", "minisocketserver.threadpool_mixin",
-    "minisocketserver.admission", "minisocketserver.tls",
+    "minisocketserver.admission", "minisocketserver.tls", "minisocketserver.prefork",
 })
 
 #: Names a subject module's classes define that are no step of its flow:
@@ -697,6 +703,7 @@ def _library_roots() -> list[tuple[type, frozenset[str]]]:
         ("MultiplexedRequestHandler", MULTIPLEXED_HANDLER_HOOKS),
         ("ServerGroup", GROUP_HOOKS),
         ("AdmissionMixIn", SERVER_HOOKS),
+        ("PreforkMixIn", PREFORK_HOOKS),
     ]:
         root = getattr(package, name, None)
         if isinstance(root, type):

@@ -26,6 +26,7 @@ EXPECTED = [
     "stdlib-shutdown-handshake",
     "overview-sync", "overview-threading", "overview-threadpool", "overview-forking",
     "overview-multiplexing",
+    "prefork-rolling-restart", "prefork-worker-replaced",
 ]
 #: Stdlib's recordings of another Python version, where they differ from
 #: the reference (3.13): ``stdlib-<flow>-py3NN``.  None differ in 3.10-3.13.
@@ -132,6 +133,17 @@ PROMISES = {
                           "called by Thread.run -> _run_worker"],
     "request-forking": ["child process 1", "fork()", "exits, a zombie until waitpid()",
                         "reaped child process 1", "called by process_request -> _run_child"],
+    # docs/12: one worker at a time, the new one serving before the old one stops;
+    # a dead worker reaped by the master's loop and replaced.
+    "prefork-rolling-restart": ["box rgb(238,244,252) master", "worker 1", "worker 2",
+                                "PreforkMixIn._pf_spawn()", "ready (status pipe)",
+                                "PreforkMixIn._pf_stop_worker(", "SIGTERM", "Reactor.wake()",
+                                "exits, a zombie until waitpid()",
+                                "PreforkMixIn.worker_exited(pid, status)"],
+    "prefork-worker-replaced": ["worker 1", "worker 2", "SIGKILL to the worker",
+                                "exits, a zombie until waitpid()",
+                                "PreforkMixIn.worker_exited(pid, status)",
+                                "PreforkMixIn._pf_spawn()", "ready (status pipe)"],
     "class-hierarchy": ["ThreadingMixIn <|-- ThreadingTCPServer",
                         "MRO: ThreadingTCPServer → ThreadingMixIn → TCPServer → BaseServer"],
 }

@@ -71,7 +71,7 @@ def test_every_explanation_points_to_a_chapter() -> None:
         "01-blocking-server.md", "02-select-loop.md", "03-baseserver.md",
         "04-socket-servers.md", "05-handlers.md", "06-threading.md", "07-forking.md",
         "08-multiplexing.md", "09-shutdown.md", "10-select-poll-epoll.md",
-        "11-tls-ipv6-activation.md")}
+        "11-tls-ipv6-activation.md", "12-many-cores-many-machines.md")}
     assert {chapter for _, chapter in EXPLAIN.values()} <= chapters
 
 
