@@ -136,6 +136,7 @@ LIBRARY_MODULES = frozenset({
     "minisocketserver.handlers", "minisocketserver.multiplexing_mixin",
     "minisocketserver.server_group", "minisocketserver.threadpool_mixin",
     "minisocketserver.admission", "minisocketserver.tls", "minisocketserver.prefork",
+    "minisocketserver.proxy_protocol", "minisocketserver.serve",
 })
 
 #: Names a subject module's classes define that are no step of its flow:

@@ -359,3 +359,29 @@ def test_a_failing_callback_does_not_break_the_server(no_leaks: object) -> None:
     session.close()
     assert len(seen) == 1  # called once, then dropped
     assert calls(tracer.recording().events, "handle")  # recording went on
+
+
+def test_every_module_that_defines_hooks_is_the_librarys() -> None:
+    """A library module left out of LIBRARY_MODULES has its hooks drawn as the user's code.
+
+    Found when proxy_protocol.py and serve.py arrived (issue 13): their
+    classes' hooks were recorded with ``user=True``.  Found, not listed.
+    """
+    import importlib
+    import pkgutil
+
+    hooks = (tracer_mod.SERVER_HOOKS | tracer_mod.HANDLER_HOOKS
+             | tracer_mod.MULTIPLEXED_HANDLER_HOOKS | tracer_mod.PREFORK_HOOKS) - {"__init__"}
+    defining = set()
+    for info in pkgutil.iter_modules(socketserver.__path__):
+        if info.name.startswith("__"):
+            continue  # __main__ runs the command line
+        module = importlib.import_module(f"minisocketserver.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and hooks & set(vars(cls)):
+                defining.add(module.__name__)
+    # The instruments define classes for their demos (tour's handlers, the
+    # diagrams' scenarios); they are drawn as the user's on purpose.
+    instruments = {"minisocketserver.tour", "minisocketserver.cli", "minisocketserver.seed",
+                   "minisocketserver.diagrams"}
+    assert defining - instruments <= tracer_mod.LIBRARY_MODULES
