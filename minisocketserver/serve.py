@@ -464,10 +464,15 @@ def server_class(config: ServeConfig, base: type, bind_family: int) -> type[TCPS
         attributes["proxy_protocol"] = config.proxy_protocol
         if config.proxy_allow:
             attributes["proxy_allow_from"] = tuple(config.proxy_allow)
-    bases.append(base)
     name = "Serve" + base.__name__
-    if config.wsgi is not None:
-        bases.append(wsgi_classes()[0])
+    wsgi_server = wsgi_classes()[0] if config.wsgi is not None else None
+    # The synchronous model's base is TCPServer itself, which wsgiref's
+    # server already derives from: listed before its own subclass it would
+    # leave no consistent MRO, and after it adds nothing.
+    if wsgi_server is None or not issubclass(wsgi_server, base):
+        bases.append(base)
+    if wsgi_server is not None:
+        bases.append(wsgi_server)
         attributes.update(
             wsgi_multithread=config.model in ("threading", "threadpool"),
             wsgi_multiprocess=config.model == "forking" or config.workers is not None,
