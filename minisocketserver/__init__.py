@@ -36,6 +36,7 @@ server_group.py     ServerGroup: one loop serving several servers
 threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 admission.py        AdmissionMixIn: a new connection waits in the loop for its first bytes
 tls.py              TLSMixIn and the TLS servers: the handshake never stalls the loop
+prefork.py          PreforkMixIn: a master pre-forks workers sharing the listener
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 activation.py       listen_fds(), notify(): listeners inherited from systemd
 alias.py            install(): this package as ``socketserver``, for stdlib's servers
@@ -165,3 +166,9 @@ else:
         from .tls import ForkingTLSServer
 
         __all__ += ["ForkingTLSServer"]
+
+# Beyond stdlib: every core, a master and its pre-forked workers.
+if hasattr(os, "fork"):
+    from .prefork import PreforkMixIn
+
+    __all__ += ["PreforkMixIn"]
