@@ -199,6 +199,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads(pid: int) -> int:
+    """How many threads the process runs now (0 once it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def start_time(pid: int) -> str | None:
     """The process's start time in clock ticks: with the pid, who it is."""
     fields = _stat(pid)
@@ -426,16 +434,26 @@ def throughput(server: Server, loadgen: Path, pinned: bool, duration: float,
     if pinned:
         cmd = ["taskset", "-c", "1", *cmd]
     pids = server.worker_pids()
+    idle_threads = {pid: threads(pid) for pid in pids}
     cpu0, t0 = cpu_of(pids), time.monotonic()
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=duration + warmup + 60, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise Failed("loadgen still running after its time-out") from exc
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as gen:
+        # Halfway through the window, each worker's thread count, less its
+        # count before the load, is its share of the connections: a
+        # ThreadingTCPServer runs one thread per connection.  Which worker
+        # got which connection is decided once, at set-up, for the whole run.
+        time.sleep(warmup + duration / 2)
+        conns = [threads(pid) - idle_threads[pid] for pid in pids]
+        try:
+            stdout, stderr = gen.communicate(timeout=duration + 60)
+        except subprocess.TimeoutExpired as exc:
+            gen.kill()
+            gen.communicate()
+            raise Failed("loadgen still running after its time-out") from exc
     cpu1, t1 = cpu_of(pids), time.monotonic()
-    lines = done.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     if not lines:
-        raise Failed(f"loadgen printed nothing (exit {done.returncode}): {done.stderr[-300:]}")
+        raise Failed(f"loadgen printed nothing (exit {gen.returncode}): {stderr[-300:]}")
     data = json.loads(lines[-1])
     if "error" in data or not data.get("ops"):
         raise Failed(f"loadgen: {data.get('error', 'no operation completed')}; "
@@ -446,9 +464,13 @@ def throughput(server: Server, loadgen: Path, pinned: bool, duration: float,
     # milliseconds; the warm-up is the same load as the window): their share of
     # a core, and, divided by the rate, their CPU per request.
     shares = [(cpu1[p] - cpu0[p]) / (t1 - t0) for p in pids]
-    return Figure(rate=data["rate"], gen_cpu=data["cpu_share"], workers_cpu=shares,
+    # Busiest first, each worker's connections beside its CPU.
+    ordered = sorted(zip(shares, conns, strict=True), reverse=True)
+    return Figure(rate=data["rate"], gen_cpu=data["cpu_share"],
+                  workers_cpu=[share for share, _ in ordered],
                   machine=data["machine_busy_share"],
-                  server_us=sum(shares) / data["rate"] * 1e6, errors=data.get("errors", 0))
+                  server_us=sum(shares) / data["rate"] * 1e6, errors=data.get("errors", 0),
+                  extra={"connections": [n for _, n in ordered]})
 
 
 # -- 2 and 3: a Python client that reads the pid in each reply ----------------------
@@ -767,10 +789,13 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
          + "   # after a 1 s warm-up run"]
     reasons = {"serve --wsgi": serve_wsgi_reason(), "gunicorn": gunicorn_reason()}
     if shutil.which("wrk") is None:
-        reasons = dict.fromkeys(reasons, "wrk is not installed (Debian: apt-get install wrk)")
-    for name, reason in reasons.items():
-        if reason:
-            results.unavailable[f"wsgi:{name}"] = reason
+        results.unavailable[section] = "wrk is not installed (Debian: apt-get install wrk)"
+        reasons = dict.fromkeys(reasons, "no wrk")
+    else:
+        for name, reason in reasons.items():
+            if reason:
+                results.unavailable[f"{section}:{name}"] = f"{name}: {reason}"
+
     for r in range(s.repeats):
         for name, reason in reasons.items():
             if reason:
@@ -914,11 +939,13 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
         "The servers are `class App(PreforkMixIn, ThreadingTCPServer)` (persistent "
         "connections: a `TCPServer` worker would serve one of them until it closes). *workers "
         "CPU* is each worker process's CPU share of one core over the generator's run, from "
-        "`/proc/PID/stat`, busiest first; *µs/request* is the workers' CPU per request. "
+        "`/proc/PID/stat`, busiest first; *connections per worker* (same order, per repeat) "
+        "is each worker's thread count halfway through the run less its count before it "
+        "(one thread per connection); *µs/request* is the workers' CPU per request. "
         "\"Generator on CPU 1\": the generator runs under `taskset -c 1` (the workers are "
         "not pinned).")
-    out += ["| server | requests/s | gen CPU | workers CPU | machine | µs/request | errors |",
-            "|---|---|---|---|---|---|---|"]
+    out += ["| server | requests/s | gen CPU | workers CPU | connections per worker "
+            "| machine | µs/request | errors |", "|---|---|---|---|---|---|---|---|"]
     for c in THROUGHPUT:
         figs = results.get("throughput", c.name)
         if not figs:
@@ -927,9 +954,10 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
         per_worker = " + ".join(
             median_range([sorted(f.workers_cpu, reverse=True)[i] for f in figs
                           if len(f.workers_cpu) > i], pct) for i in range(n))
+        conns = "; ".join(" / ".join(str(n) for n in f.extra["connections"]) for f in figs)
         out.append(
             f"| {c.name} | {median_range([f.rate for f in figs], rate_fmt)} "
-            f"| {median_range([f.gen_cpu for f in figs], pct)} | {per_worker} "
+            f"| {median_range([f.gen_cpu for f in figs], pct)} | {per_worker} | {conns} "
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
             f"| {sum(f.errors for f in figs)} |")
@@ -1038,12 +1066,14 @@ def goals(results: Results, s: Settings) -> list[str]:
     out = ["## Issue 13's goals", "",
            "Ratios are taken repeat by repeat (the two ran next to each other), then the "
            "median (min–max).", "", "| goal | measured | verdict |", "|---|---|---|"]
-    for one, two in (("prefork, 1 worker", "prefork, 2 workers"),
-                     ("prefork, 1 worker, generator on CPU 1",
-                      "prefork, 2 workers, generator on CPU 1"),
-                     ("prefork, 1 worker", "prefork, 2 workers, reuse_port")):
+    for how, one, two in (
+            ("shared listener", "prefork, 1 worker", "prefork, 2 workers"),
+            ("generator on CPU 1", "prefork, 1 worker, generator on CPU 1",
+             "prefork, 2 workers, generator on CPU 1"),
+            ("reuse_port", "prefork, 1 worker", "prefork, 2 workers, reuse_port")):
         r = ratios(results.get("throughput", two), results.get("throughput", one))
-        out.append(row("2 workers ≥ 1.6× one worker", statistics.median(r) >= 1.6 if r else None,
+        out.append(row(f"2 workers ≥ 1.6× one worker ({how})",
+                       statistics.median(r) >= 1.6 if r else None,
                        f"{two} / {one}: {median_range(r, ratio_fmt)}"))
     for listener in ("shared listener", "reuse_port"):
         figs = results.get("spread", spread_row(listener == "reuse_port", SPREAD_CLIENTS))
