@@ -18,6 +18,10 @@ the same answer per datagram.
 ``python -m MODULE`` or ``python SCRIPT`` would, with this package standing
 in for ``socketserver`` (see ``minisocketserver.alias``): ``run -m
 http.server 8000`` serves files on our classes.
+
+``serve MODULE:HANDLER`` and ``serve --wsgi MODULE:APP`` run the user's own
+handler or WSGI application as a service: addresses, model, TLS, PROXY
+protocol, pre-forked workers (see ``minisocketserver.serve``).
 """
 
 from __future__ import annotations
@@ -356,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "run", usage=RUN_USAGE.removeprefix("usage: "),
         help="run a module (-m MODULE) or a script with minisocketserver as socketserver")
+    # Listed for --help only, as run is: serve.py parses its own arguments.
+    commands.add_parser(
+        "serve", add_help=False,
+        help="serve your handler (MODULE:HANDLER) or WSGI app (--wsgi MODULE:APP) as a "
+             "service; serve --help for its options")
     return parser
 
 
@@ -363,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["run"]:
         return run_target(argv[1:])
+    if argv[:1] == ["serve"]:
+        from . import serve  # only serve needs it
+
+        return serve.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "echo":
         if args.fd is not None or args.systemd:
