@@ -28,14 +28,17 @@ Four measurements of ``PreforkMixIn`` on this machine, side by side in one run:
    counted, by kind.  For both listeners: ``reuse_port`` has a documented cost
    here (connections queued on a leaving worker's socket are reset).
 4. **``serve --wsgi`` against gunicorn**: ``python -m minisocketserver serve
-   --wsgi prefork:hello_app --model sync --workers 2`` and ``gunicorn -k sync
-   -w 2`` serve the same WSGI hello app (``hello_app`` below; ``prefork`` is
-   this file, imported with ``benchmarks/`` on the path); ``wrk -t1`` is the
-   generator for both; servers interleaved, the ratio taken repeat by repeat.
+   --wsgi prefork:hello_app --workers 2``, with ``--model sync`` (one request
+   at a time per worker, as gunicorn's sync workers) and with the default
+   ``--model threading``, and ``gunicorn -k sync -w 2`` serve the same WSGI
+   hello app (``hello_app`` below; ``prefork`` is this file, imported with
+   ``benchmarks/`` on the path) on a listener this harness binds and passes
+   on by descriptor; ``wrk -t1`` is the generator for all; servers
+   interleaved, each ratio taken repeat by repeat.
 
 Usage::
 
-    python benchmarks/prefork.py                 # ~5 min; rewrites docs/prefork-performance.md
+    python benchmarks/prefork.py                 # ~6 min; rewrites docs/prefork-performance.md
     python benchmarks/prefork.py --smoke --out /tmp/prefork.md   # seconds, every code path
     python benchmarks/prefork.py serve --workers 2 --loops N [--reuse-port | --single]
 
@@ -293,37 +296,44 @@ def env_with_paths(*paths: Path) -> dict[str, str]:
         [str(p) for p in paths] + [p for p in [os.environ.get("PYTHONPATH", "")] if p]))
 
 
-def probe(port: int, timeout: float) -> None:
-    """Until 127.0.0.1:port accepts a connection (bounded)."""
+def probe(server: Server, timeout: float) -> None:
+    """Until the server's port accepts a connection (bounded), or the server exits."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            socket.create_connection((HOST, port), timeout=1.0).close()
+            socket.create_connection((HOST, server.port), timeout=1.0).close()
             return
         except OSError as exc:
+            if server.proc.poll() is not None:
+                raise Failed(f"exited ({server.proc.returncode}): {server.stderr_tail()}") from exc
             if time.monotonic() > deadline:
-                raise Failed(f"port {port} not accepting after {timeout:g} s: {exc!r}") from exc
+                raise Failed(f"port {server.port} not accepting after {timeout:g} s: "
+                             f"{exc!r}; {server.stderr_tail()}") from exc
             time.sleep(0.05)
 
 
 @contextlib.contextmanager
-def running(argv: list[str], workers: int, port: int | None = None,
+def running(argv: list[str], workers: int, listener: socket.socket | None = None,
             cwd: Path | None = None) -> Iterator[Server]:
-    """Start ``argv``; its port is ``port``, or the first line it prints."""
+    """Start ``argv``; it serves ``listener`` (passed on), or prints its port first."""
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- closed by Server.stop
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd,
-                            env=env_with_paths(REPO, BENCH), start_new_session=True)
+                            env=env_with_paths(REPO, BENCH), start_new_session=True,
+                            pass_fds=() if listener is None else (listener.fileno(),))
     server = Server(proc, 0, workers, stderr)
     try:
-        if port is None:
+        if listener is not None:
+            server.port = listener.getsockname()[1]
+            # Only the server holds it now: a server that dies refuses connections.
+            listener.close()
+        else:
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], 20.0)
             line = proc.stdout.readline() if ready else b""
             if not line.strip().isdigit():
                 raise Failed(f"no port printed: {server.stderr_tail()}")
-            port = int(line)
-        server.port = port
-        probe(port, 20.0)
+            server.port = int(line)
+        probe(server, 20.0)
         server.wait_for_workers(20.0)
         yield server
     finally:
@@ -349,11 +359,21 @@ def shown(argv: list[str]) -> str:
     return shlex.join(out).replace("'", "")
 
 
-def free_port() -> int:
-    """A port for a server that takes its address on the command line (gunicorn, serve)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def inherited_listener() -> socket.socket:
+    """A listener for a server that takes its socket from us (gunicorn, ``serve``).
+
+    Bound here to port 0 and passed on by descriptor (``fd://N``, ``fd:N``):
+    no port is picked and then raced for with other programs' ephemeral
+    ports, and both servers get the same socket, backlog 2048 (gunicorn's).
+    """
+    listener = socket.socket()
+    try:
+        listener.bind((HOST, 0))
+        listener.listen(2048)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 def prefork_reason() -> str:
@@ -610,17 +630,18 @@ def rolling_restarts(server: Server, restarts: int, settle: float) -> Figure:
 # -- 4. serve --wsgi against gunicorn --------------------------------------------------
 
 
-def wsgi_servers(port: int) -> dict[str, list[str]]:
-    return {
-        "serve --wsgi": [
-            sys.executable, "-m", "minisocketserver", "serve", "--wsgi", "prefork:hello_app",
-            "--model", "sync", "--workers", str(WORKERS), "--bind", f"{HOST}:{port}",
-        ],
-        "gunicorn": [
-            sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(WORKERS),
-            "-b", f"{HOST}:{port}", "--log-level", "warning", "prefork:hello_app",
-        ],
-    }
+#: The WSGI servers: ``serve`` in its sync model (the like of gunicorn's sync
+#: workers) and in its default threading model, and gunicorn's sync workers.
+WSGI_SERVERS = ["serve --wsgi, sync", "serve --wsgi, threading", "gunicorn, sync"]
+
+
+def wsgi_argv(name: str, fd: int | str) -> list[str]:
+    if name.startswith("serve"):
+        return [sys.executable, "-m", "minisocketserver", "serve", "--wsgi",
+                "prefork:hello_app", "--model", name.rsplit(" ", 1)[1], "--workers",
+                str(WORKERS), "--bind", f"fd:{fd}"]
+    return [sys.executable, "-m", "gunicorn", "-k", "sync", "-w", str(WORKERS),
+            "-b", f"fd://{fd}", "--log-level", "warning", "prefork:hello_app"]
 
 
 def wrk_args(conns: int, seconds: int) -> list[str]:
@@ -669,7 +690,7 @@ class Settings:
     wrk_conns: int = 16
 
 
-FULL = Settings(repeats=3, duration=3.0, warmup=0.5, restarts=5, wrk_seconds=3)
+FULL = Settings(repeats=5, duration=3.0, warmup=0.5, restarts=5, wrk_seconds=3)
 SMOKE = Settings(repeats=1, duration=0.4, warmup=0.1, restarts=1, wrk_seconds=1)
 
 
@@ -781,29 +802,33 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
 
     # 4. serve --wsgi against gunicorn.
     section, load0 = "wsgi", loadavg()
-    port_shown = wsgi_servers(0)
     results.commands[section] = [
-        shown(port_shown[name]).replace(f"{HOST}:0", f"{HOST}:PORT") + "   # cwd benchmarks/"
-        for name in port_shown
-    ] + [shlex.join([*wrk_args(s.wrk_conns, s.wrk_seconds), f"http://{HOST}:PORT/"])
-         + "   # after a 1 s warm-up run"]
-    reasons = {"serve --wsgi": serve_wsgi_reason(), "gunicorn": gunicorn_reason()}
+        shown(wsgi_argv(name, "N")) + "   # cwd benchmarks/" for name in WSGI_SERVERS[1:]
+    ] + [
+        "# and serve with --model sync; fd N: a listener on 127.0.0.1, port 0, backlog 2048,",
+        "# bound by the harness and passed on",
+        shlex.join([*wrk_args(s.wrk_conns, s.wrk_seconds), f"http://{HOST}:PORT/"])
+        + "   # after a 1 s warm-up run",
+    ]
+    serve_missing, gunicorn_missing = serve_wsgi_reason(), gunicorn_reason()
+    reasons = {name: gunicorn_missing if name.startswith("gunicorn") else serve_missing
+               for name in WSGI_SERVERS}
     if shutil.which("wrk") is None:
         results.unavailable[section] = "wrk is not installed (Debian: apt-get install wrk)"
         reasons = dict.fromkeys(reasons, "no wrk")
     else:
-        for name, reason in reasons.items():
+        for what, reason in (("serve --wsgi", serve_missing), ("gunicorn", gunicorn_missing)):
             if reason:
-                results.unavailable[f"{section}:{name}"] = f"{name}: {reason}"
-
+                results.unavailable[f"{section}:{what}"] = f"{what}: {reason}"
     for r in range(s.repeats):
-        for name, reason in reasons.items():
-            if reason:
+        for name in WSGI_SERVERS:
+            if reasons[name]:
                 continue
 
             def one_wsgi(name: str = name) -> Figure:
-                port = free_port()
-                with running(wsgi_servers(port)[name], WORKERS, port=port, cwd=BENCH) as server:
+                listener = inherited_listener()
+                with running(wsgi_argv(name, listener.fileno()), WORKERS, listener=listener,
+                             cwd=BENCH) as server:
                     wrk(server, s.wrk_conns, 1)  # warm-up, not kept
                     return wrk(server, s.wrk_conns, s.wrk_seconds)
 
@@ -972,7 +997,7 @@ def what_limits(results: Results, one: str, two: str) -> list[str]:
 
     requests/s = cores used / CPU per request, so the ratio of two runs is the
     ratio of the cores the workers got times the inverse ratio of their CPU
-    per request: the figures say which of the two fell short of 2×.
+    per request: the figures say which of the two fell short of twice one worker.
     """
     a, b = results.get("throughput", one), results.get("throughput", two)
     if not a or not b:
@@ -1039,7 +1064,8 @@ def wsgi_section(results: Results, s: Settings) -> list[str]:
     out = section_head(
         results, "wsgi", "4. `serve --wsgi` against gunicorn",
         f"The same WSGI app (`hello_app` in `benchmarks/prefork.py`, a {len(HELLO)}-byte "
-        f"body), {WORKERS} sync workers each, `wrk` with one thread and {s.wrk_conns} "
+        f"body), {WORKERS} workers each, all on one listener the harness bound and passed "
+        f"on; `wrk` with one thread and {s.wrk_conns} "
         "connections; the servers interleaved, each started afresh and warmed for 1 s. "
         "*server µs/request* is the CPU of the master and its workers per request; *gen "
         "CPU* is wrk's share of one core (`RUSAGE_CHILDREN`).")
@@ -1052,9 +1078,11 @@ def wsgi_section(results: Results, s: Settings) -> list[str]:
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
             f"| {sum(f.errors for f in figs)} |")
-    ours_over = ratios(results.get("wsgi", "serve --wsgi"), results.get("wsgi", "gunicorn"))
-    out += ["", "`serve --wsgi` / gunicorn, repeat by repeat: "
-            + (f"{median_range(ours_over, ratio_fmt)}." if ours_over else "n/a."), ""]
+    out.append("")
+    for ours in WSGI_SERVERS[:2]:
+        over = ratios(results.get("wsgi", ours), results.get("wsgi", WSGI_SERVERS[2]))
+        out += [f"*{ours}* / *{WSGI_SERVERS[2]}*, repeat by repeat: "
+                + (f"{median_range(over, ratio_fmt)}." if over else "n/a."), ""]
     return out
 
 
@@ -1087,10 +1115,11 @@ def goals(results: Results, s: Settings) -> list[str]:
                        all(f.errors == 0 for f in figs) if figs else None,
                        ", ".join(f"{f.errors} failed of {f.extra['connections'] + f.errors:,}"
                                  for f in figs) or "n/a"))
-    wsgi = ratios(results.get("wsgi", "serve --wsgi"), results.get("wsgi", "gunicorn"))
-    out.append(row("`serve --wsgi` against gunicorn, reported as a ratio",
-                   True if wsgi else None,
-                   f"serve --wsgi / gunicorn: {median_range(wsgi, ratio_fmt)}"))
+    for ours in WSGI_SERVERS[:2]:
+        wsgi = ratios(results.get("wsgi", ours), results.get("wsgi", WSGI_SERVERS[2]))
+        out.append(row(f"`{ours}` against gunicorn's sync workers, reported as a ratio",
+                       True if wsgi else None,
+                       f"{ours} / {WSGI_SERVERS[2]}: {median_range(wsgi, ratio_fmt)}"))
     out.append("")
     return out
 
