@@ -18,7 +18,7 @@ Four measurements of ``PreforkMixIn`` on this machine, side by side in one run:
 2. **Spread of connections across 2 workers**, for the shared listener and
    for ``reuse_port = True``: Python client threads connect, send 10 lines,
    read each reply (the handler answers with its pid) and close; the count of
-   connections per pid gives the busiest / least busy ratio.  "8 at once"
+   connections per pid gives the busiest / least busy ratio.  "16 at once"
    keeps both workers busy (even load); "1 at a time" is the light load
    where a shared listener can hand everything to the same worker.
 3. **Failures during rolling restarts**: the same clients, one line per
@@ -86,7 +86,7 @@ sys.path.insert(1, str(REPO))  # this working tree's minisocketserver, in `serve
 LINE = b"x" * 63 + b"\n"  # what the generators send, and the size of every reply
 TARGET_US = 200.0  # CPU per request the handler's loop is calibrated to
 CONNECTIONS = 16  # persistent connections in the throughput runs
-SPREAD_CLIENTS = 8  # client threads at once for the spread under even load
+SPREAD_CLIENTS = 16  # client threads at once for the spread under even load
 SPREAD_LINES = 10  # lines per connection in the spread runs
 RESTART_CLIENTS = 8  # client threads at once during the rolling restarts
 WORKERS = 2
@@ -416,6 +416,7 @@ class Figure:
     machine: float = float("nan")  # busy share of all cores
     server_us: float = float("nan")  # worker CPU per operation
     errors: int = 0
+    background: float = float("nan")  # busy share of all cores just before, from other work
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -599,10 +600,10 @@ def spread(server: Server, threads: int, duration: float) -> Figure:
 
 
 def rolling_restarts(server: Server, restarts: int, settle: float) -> Figure:
-    """SIGHUP ``restarts`` times under load, each after the previous one finished."""
+    """SIGHUP ``restarts`` times under load, each ``settle`` s after the previous one finished."""
     times: list[float] = []
     budget = 5.0 + 20.0  # graceful_timeout + starting a worker, per restart
-    with clients(server.port, RESTART_CLIENTS, 1, restarts * budget + 3 * settle + 30,
+    with clients(server.port, RESTART_CLIENTS, 1, restarts * (budget + settle) + settle + 30,
                  1_000_000) as tally:
         time.sleep(settle)  # the load is on before the first restart
         for _ in range(restarts):
@@ -620,7 +621,7 @@ def rolling_restarts(server: Server, restarts: int, settle: float) -> Figure:
                                  f"old {sorted(old)}")
                 time.sleep(0.01)
             times.append(time.monotonic() - t0)
-        time.sleep(settle)  # and stays on after the last one
+            time.sleep(settle)  # the new workers serve the load before the next restart
     return Figure(rate=tally.connections / tally.elapsed, gen_cpu=tally.gen_cpu,
                   errors=sum(tally.failures.values()),
                   extra={"times": times, "failures": dict(tally.failures),
@@ -688,10 +689,18 @@ class Settings:
     restarts: int
     wrk_seconds: int
     wrk_conns: int = 16
+    pause: float = 0.5  # before each run, measuring the machine's other work
+    quiet_budget: float = 90.0  # seconds spent waiting for a quieter machine, at most
+
+    @property
+    def settle(self) -> float:
+        """Seconds of load before the first restart, between restarts, after the last."""
+        return max(0.2, self.duration / 3)
 
 
 FULL = Settings(repeats=5, duration=3.0, warmup=0.5, restarts=5, wrk_seconds=3)
-SMOKE = Settings(repeats=1, duration=0.4, warmup=0.1, restarts=1, wrk_seconds=1)
+SMOKE = Settings(repeats=1, duration=0.4, warmup=0.1, restarts=1, wrk_seconds=1, pause=0.05,
+                 quiet_budget=0.0)
 
 
 @dataclass
@@ -701,6 +710,7 @@ class Results:
     figures: dict[str, dict[str, list[Figure]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
+    quiet_spent: float = 0.0  # seconds wait_for_quiet waited, over the whole run
     loads: dict[str, tuple[str, str]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
 
@@ -715,14 +725,44 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def attempt(results: Results, where: str, fn: Callable[[], Figure],
+def busy_share(pause: float) -> float:
+    """How busy the machine (both cores) is over ``pause`` seconds, from /proc/stat."""
+    b0, t0 = machine_jiffies()
+    time.sleep(pause)
+    b1, t1 = machine_jiffies()
+    return (b1 - b0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def wait_for_quiet(s: Settings, results: Results) -> float:
+    """Pause before a run; return how busy the machine was meanwhile.
+
+    Nothing of the benchmark runs during the pause (the previous server is
+    stopped, the next not started), so what keeps the machine busy then is
+    other work sharing it.  Above 25%, keep waiting in short steps, at most
+    5 s for this run and within what is left of ``s.quiet_budget`` for the
+    whole benchmark, so that runs start in the quiet gaps; the share is
+    recorded either way, and printed beside the figures.
+    """
+    share, waited = busy_share(s.pause), 0.0
+    while share > 0.25 and waited < 5.0 and results.quiet_spent < s.quiet_budget:
+        share = busy_share(0.25)
+        waited += 0.25
+        results.quiet_spent += 0.25
+    return share
+
+
+def attempt(results: Results, s: Settings, where: str, fn: Callable[[], Figure],
             section: str, row: str) -> None:
-    log(where)
+    background = wait_for_quiet(s, results)
+    log(f"{where} (machine {background:.0%} busy before it)")
     try:
-        results.add(section, row, fn())
+        figure = fn()
     except Failed as exc:
         results.failures.append(f"{where}: {exc}")
         log(f"  FAILED: {exc}")
+        return
+    figure.background = background
+    results.add(section, row, figure)
 
 
 def build_loadgen() -> tuple[Path, str]:
@@ -760,7 +800,7 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
                 with running(argv, c.workers) as server:
                     return throughput(server, loadgen, c.pinned, s.duration, s.warmup)
 
-            attempt(results, f"throughput r{r + 1}: {c.name}", one, section, c.name)
+            attempt(results, s, f"throughput r{r + 1}: {c.name}", one, section, c.name)
     results.loads[section] = (load0, loadavg())
 
     # 2. Spread and 3. rolling restarts.
@@ -781,7 +821,7 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
                                      WORKERS) as server:
                             return spread(server, threads, s.duration)
 
-                    attempt(results, f"spread r{r + 1}: {row}", one_spread, section, row)
+                    attempt(results, s, f"spread r{r + 1}: {row}", one_spread, section, row)
         results.loads[section] = (load0, loadavg())
 
         section, load0 = "restarts", loadavg()
@@ -795,9 +835,9 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
 
             def one_restart(reuse: bool = reuse) -> Figure:
                 with running(our_server(loops, WORKERS, reuse_port=reuse), WORKERS) as server:
-                    return rolling_restarts(server, s.restarts, max(0.2, s.duration / 2))
+                    return rolling_restarts(server, s.restarts, s.settle)
 
-            attempt(results, f"restarts: {row}", one_restart, section, row)
+            attempt(results, s, f"restarts: {row}", one_restart, section, row)
         results.loads[section] = (load0, loadavg())
 
     # 4. serve --wsgi against gunicorn.
@@ -832,7 +872,7 @@ def run_all(s: Settings, loops: int, loadgen: Path, results: Results) -> None:
                     wrk(server, s.wrk_conns, 1)  # warm-up, not kept
                     return wrk(server, s.wrk_conns, s.wrk_seconds)
 
-            attempt(results, f"wsgi r{r + 1}: {name}", one_wsgi, section, name)
+            attempt(results, s, f"wsgi r{r + 1}: {name}", one_wsgi, section, name)
     results.loads[section] = (load0, loadavg())
 
 
@@ -863,6 +903,10 @@ def ratio_fmt(v: float) -> str:
 def ratios(a: list[Figure], b: list[Figure]) -> list[float]:
     """Repeat r of ``a`` over repeat r of ``b``: the two ran next to each other."""
     return [x.rate / y.rate for x, y in zip(a, b, strict=False) if y.rate > 0]
+
+
+def background(figs: list[Figure]) -> str:
+    return median_range([f.background for f in figs], pct)
 
 
 def spread_ratio(counts: list[int]) -> float:
@@ -937,7 +981,12 @@ def report(results: Results, s: Settings, command: str, loops: int, calibrated_u
         "the median (min–max over the repeats). This machine has 2 cores, and the load "
         "generator runs on them too: *gen CPU* is its share of one core (its own "
         "`getrusage`), *machine* the busy share of both cores (`/proc/stat`) while it ran. "
-        "Near 100% machine busy, the box is the limit, not the server.",
+        "Near 100% machine busy, the box is the limit, not the server. *background* is how "
+        "busy the machine was with other work in a pause just before the run, when nothing "
+        "of the benchmark ran (the machine is shared); a run waits for it to fall below 25%, "
+        f"at most 5 s per run and {s.quiet_budget:g} s in all "
+        f"(this run waited {results.quiet_spent:.1f} s): well above 0%, the figures beside "
+        "it are disturbed.",
         "",
         "## The machine",
         "",
@@ -970,7 +1019,8 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
         "\"Generator on CPU 1\": the generator runs under `taskset -c 1` (the workers are "
         "not pinned).")
     out += ["| server | requests/s | gen CPU | workers CPU | connections per worker "
-            "| machine | µs/request | errors |", "|---|---|---|---|---|---|---|---|"]
+            "| machine | µs/request | errors | background |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for c in THROUGHPUT:
         figs = results.get("throughput", c.name)
         if not figs:
@@ -985,7 +1035,7 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
             f"| {median_range([f.gen_cpu for f in figs], pct)} | {per_worker} | {conns} "
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
-            f"| {sum(f.errors for f in figs)} |")
+            f"| {sum(f.errors for f in figs)} | {background(figs)} |")
     out += ["", *what_limits(results, "prefork, 1 worker", "prefork, 2 workers"),
             *what_limits(results, "prefork, 1 worker, generator on CPU 1",
                          "prefork, 2 workers, generator on CPU 1")]
@@ -1023,18 +1073,19 @@ def spread_section(results: Results, s: Settings) -> list[str]:
         results, "spread", "2. Spread of connections across 2 workers",
         f"Each connection sends {SPREAD_LINES} lines (each ~{TARGET_US:.0f} µs of handler CPU) "
         "and reads the worker's pid in the replies; the count of connections per worker "
-        "pid, per repeat. \"8 at once\" keeps both workers busy (the even load of the goal); "
+        f"pid, per repeat. \"{SPREAD_CLIENTS} at once\" keeps both workers busy (the even load "
+        "of the goal); "
         "\"1 at a time\" is a light load: one connection in flight, so a worker is always "
         "idle and waiting when the next one arrives.")
     out += ["| listener, clients | connections per worker, per repeat | busiest / least busy "
-            "| connections/s | gen CPU | failed |", "|---|---|---|---|---|---|"]
+            "| connections/s | gen CPU | failed | background |", "|---|---|---|---|---|---|---|"]
     for row, figs in results.figures.get("spread", {}).items():
         out.append(
             f"| {row} | {'; '.join(' / '.join(str(c) for c in f.extra['counts']) for f in figs)} "
             f"| {median_range([spread_ratio(f.extra['counts']) for f in figs], ratio_fmt)} "
             f"| {median_range([f.rate for f in figs], rate_fmt)} "
             f"| {median_range([f.gen_cpu for f in figs], pct)} "
-            f"| {sum(f.errors for f in figs)} |")
+            f"| {sum(f.errors for f in figs)} | {background(figs)} |")
     out.append("")
     return out
 
@@ -1043,19 +1094,21 @@ def restarts_section(results: Results, s: Settings) -> list[str]:
     out = section_head(
         results, "restarts", f"3. Requests failed during {s.restarts} rolling restarts",
         f"{RESTART_CLIENTS} client threads open connections back to back (one line, its "
-        "reply, close) from before the first SIGHUP to after the last restart finished; a "
+        f"reply, close) from {s.settle:g} s before the first SIGHUP to {s.settle:g} s "
+        "after the last restart finished, and for as long "
+        "between restarts; a "
         "restart counts as finished when none of the workers it started with is left and "
         f"the master has {WORKERS} again. A failure is a refused or reset connection, one "
         "closed before its reply, or a time-out (5 s).")
     out += ["| listener | restarts (seconds each) | connections served | failed | worker pids "
-            "seen | gen CPU |", "|---|---|---|---|---|---|"]
+            "seen | gen CPU | background |", "|---|---|---|---|---|---|---|"]
     for row, figs in results.figures.get("restarts", {}).items():
         for f in figs:
             failed = ", ".join(f"{n} {k}" for k, n in sorted(f.extra["failures"].items()))
             times = ", ".join(f"{t:.2f}" for t in f.extra["times"])
             out.append(f"| {row} | {len(f.extra['times'])} ({times}) | "
                        f"{f.extra['connections']:,} | {f.errors}{f' ({failed})' if failed else ''} "
-                       f"| {f.extra['pids']} | {pct(f.gen_cpu)} |")
+                       f"| {f.extra['pids']} | {pct(f.gen_cpu)} | {background([f])} |")
     out.append("")
     return out
 
@@ -1069,15 +1122,15 @@ def wsgi_section(results: Results, s: Settings) -> list[str]:
         "connections; the servers interleaved, each started afresh and warmed for 1 s. "
         "*server µs/request* is the CPU of the master and its workers per request; *gen "
         "CPU* is wrk's share of one core (`RUSAGE_CHILDREN`).")
-    out += ["| server | requests/s | gen CPU | machine | server µs/request | errors |",
-            "|---|---|---|---|---|---|"]
+    out += ["| server | requests/s | gen CPU | machine | server µs/request | errors "
+            "| background |", "|---|---|---|---|---|---|---|"]
     for row, figs in results.figures.get("wsgi", {}).items():
         out.append(
             f"| {row} | {median_range([f.rate for f in figs], rate_fmt)} "
             f"| {median_range([f.gen_cpu for f in figs], pct)} "
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
-            f"| {sum(f.errors for f in figs)} |")
+            f"| {sum(f.errors for f in figs)} | {background(figs)} |")
     out.append("")
     for ours in WSGI_SERVERS[:2]:
         over = ratios(results.get("wsgi", ours), results.get("wsgi", WSGI_SERVERS[2]))

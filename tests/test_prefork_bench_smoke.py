@@ -33,8 +33,8 @@ THROUGHPUT = [
     "prefork, 2 workers, reuse_port",
 ]
 PINNED = ["prefork, 1 worker, generator on CPU 1", "prefork, 2 workers, generator on CPU 1"]
-SPREAD = ["shared listener, 8 at once", "shared listener, 1 at a time",
-          "reuse_port, 8 at once", "reuse_port, 1 at a time"]
+SPREAD = ["shared listener, 16 at once", "shared listener, 1 at a time",
+          "reuse_port, 16 at once", "reuse_port, 1 at a time"]
 
 
 def rows(section: str) -> dict[str, str]:
