@@ -37,12 +37,14 @@ threadpool_mixin.py ThreadPoolMixIn: reused worker threads, a bounded queue
 admission.py        AdmissionMixIn: a new connection waits in the loop for its first bytes
 tls.py              TLSMixIn and the TLS servers: the handshake never stalls the loop
 prefork.py          PreforkMixIn: a master pre-forks workers sharing the listener
+proxy_protocol.py   ProxyProtocolMixIn: the client's address from HAProxy's PROXY header
 handlers.py         BaseRequestHandler, StreamRequestHandler, DatagramRequestHandler
 activation.py       listen_fds(), notify(): listeners inherited from systemd
 alias.py            install(): this package as ``socketserver``, for stdlib's servers
 tracer.py           records which hook runs on which thread; renders diagrams
 tour.py, diagrams.py  ``python -m minisocketserver tour``; the diagrams/ recorder
-cli.py, seed.py     ``python -m minisocketserver echo|tour|run``; the seed's echo handler
+serve.py            ``python -m minisocketserver serve``: a handler or WSGI app as a service
+cli.py, seed.py     ``python -m minisocketserver echo|tour|run|serve``; the seed's echo handler
 
 Where we differ from stdlib (each place says why, with the evidence):
 ``shutdown()`` returns at once instead of after up to ``poll_interval``; an
@@ -172,3 +174,16 @@ if hasattr(os, "fork"):
     from .prefork import PreforkMixIn
 
     __all__ += ["PreforkMixIn"]
+
+# Beyond stdlib: the client's own address behind a load balancer (HAProxy's
+# PROXY protocol, v1 and v2), for every stream model.
+from .proxy_protocol import (  # noqa: E402
+    ProxyHeader,
+    ProxyProtocolError,
+    ProxyProtocolMixIn,
+    ProxyStats,
+    parse_header,
+)
+
+__all__ += ["ProxyProtocolMixIn", "ProxyHeader", "ProxyProtocolError", "ProxyStats",
+            "parse_header"]

@@ -30,10 +30,16 @@ still waiting when the loop lets the server go (``shutdown()``) are closed:
 no loop is left to watch them.  Threads: the table of waiting connections
 belongs to the loop's thread, which alone touches it.
 
-Error handling: a connection that misses its deadline, or that closes or
-resets before sending a byte, is closed and reported to
-``admission_refused`` (logged at debug), never to ``handle_error``: a
-client leaving is not a server error.
+Stages that read more than a byte (the PROXY protocol's header, which may
+arrive in pieces) answer ``KEEP_WAITING`` from ``first_bytes_arrived``
+until they have all they need: the connection stays held, under the same
+deadline, and costs no worker meanwhile.  A stage that finds what it read
+unacceptable raises ``AdmissionRefused(reason)``.
+
+Error handling: a connection that misses its deadline, that closes or
+resets before sending a byte, or that a stage refuses, is closed and
+reported to ``admission_refused`` (logged at debug), never to
+``handle_error``: a client leaving is not a server error.
 """
 
 from __future__ import annotations
@@ -52,15 +58,40 @@ from .server import MixInBase, logger
 _PEEK_NOW = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
 
 
+class _KeepWaiting:
+    """The type of ``KEEP_WAITING``."""
+
+    def __repr__(self) -> str:
+        return "KEEP_WAITING"
+
+
+#: What ``first_bytes_arrived`` returns when the connection must go on
+#: waiting in the loop for more bytes (a header that arrived in part).
+KEEP_WAITING: Any = _KeepWaiting()
+
+
+class AdmissionRefused(Exception):
+    """Raised by ``first_bytes_arrived`` to refuse a held connection quietly.
+
+    ``reason`` reaches ``admission_refused``, which closes the connection;
+    the stage logs the details itself, at debug.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class _Waiting:
     """One connection held by the admission stage (loop thread only)."""
 
-    __slots__ = ("client_address", "deadline", "request", "timer")
+    __slots__ = ("client_address", "deadline", "request", "since", "timer")
 
-    def __init__(self, request: socket.socket, client_address: Any, deadline: float) -> None:
+    def __init__(self, request: socket.socket, client_address: Any, since: float) -> None:
         self.request = request
         self.client_address = client_address
-        self.deadline = deadline
+        self.since = since  # time.monotonic() of admit_request
+        self.deadline = float("inf")
         self.timer: Timer | None = None
 
 
@@ -78,13 +109,17 @@ class AdmissionMixIn(MixInBase):
         admission_time_limit(): the seconds to allow; by default
         ``admission_timeout`` (``TLSMixIn``: its ``handshake_timeout``).
         first_bytes_arrived(request, client_address): the connection is
-        readable; return the client address to go on with.
+        readable; return the client address to go on with, or
+        ``KEEP_WAITING``; raise ``AdmissionRefused`` to refuse it.
         admission_refused(request, client_address, reason): it never
-        spoke (``"timeout"``) or left first (``"closed"``).
+        spoke (``"timeout"``), left first (``"closed"``), or a stage
+        refused it (the reason it gave).
 
     Methods for derived classes:
         admission_deadline(request): the deadline of the request that
         ``process_request`` is being given, if it was held here.
+        extend_admission(request, limit): give a held connection
+        ``limit`` seconds from its accept instead.
     """
 
     #: Seconds a new connection may stay silent before it is closed
@@ -115,17 +150,14 @@ class AdmissionMixIn(MixInBase):
         handoff = self._handoff_for(request)
         if reactor is None or handoff is None or not isinstance(request, socket.socket):
             return True
-        timeout = self.admission_time_limit()
-        deadline = float("inf") if timeout is None else time.monotonic() + timeout
-        waiting = _Waiting(request, client_address, deadline)
+        waiting = _Waiting(request, client_address, time.monotonic())
         try:
             reactor.watch(
                 request, selectors.EVENT_READ, lambda mask: self._first_bytes_ready(waiting)
             )
         except ValueError:
             return True
-        if timeout is not None:
-            waiting.timer = reactor.call_later(timeout, lambda: self._admission_expired(waiting))
+        self._arm(waiting, self.admission_time_limit())
         if self._waiting is None:
             self._waiting = {}
         self._waiting[request] = waiting
@@ -149,22 +181,42 @@ class AdmissionMixIn(MixInBase):
             return None
         return admitting.deadline
 
+    def extend_admission(self, request: Any, limit: float | None) -> None:
+        """Give the held ``request`` ``limit`` seconds from its accept, not its first limit.
+
+        Called on the loop's thread by a stage that is done with its part
+        while the connection stays held for the next stage's (the PROXY
+        header is in; TLS waits for the ClientHello under its own
+        ``handshake_timeout``).  ``None``: no deadline.  A limit already
+        past closes the connection on the loop's next turn.
+        """
+        waiting = (self._waiting or {}).get(request)
+        if waiting is None:
+            return
+        if waiting.timer is not None:
+            waiting.timer.cancel()
+            waiting.timer = None
+        self._arm(waiting, limit)
+
     def first_bytes_arrived(self, request: Any, client_address: Any) -> Any:
         """Called on the loop's thread when a held connection has bytes to read.
 
-        Returns the client address the pipeline goes on with.  The default
-        reads nothing and returns ``client_address``: TLS lets the worker
-        read the ClientHello itself.  (A PROXY-protocol stage would read
-        the header here and return the address it names.)  An exception
-        goes to ``handle_error`` and the connection is shut down.
+        Returns the client address the pipeline goes on with, or
+        ``KEEP_WAITING`` to stay held (under the same deadline) until the
+        connection is readable again.  The default reads nothing and
+        returns ``client_address``: TLS lets the worker read the
+        ClientHello itself.  ``AdmissionRefused`` closes the connection
+        quietly (``admission_refused``); any other exception goes to
+        ``handle_error`` and the connection is shut down.
         """
         return client_address
 
     def admission_refused(self, request: Any, client_address: Any, reason: str) -> None:
         """Called on the loop's thread when a held connection is given up: close it.
 
-        ``reason`` is ``"timeout"`` (silent past ``admission_timeout``) or
-        ``"closed"`` (the client closed or reset before sending a byte).
+        ``reason`` is ``"timeout"`` (silent past ``admission_timeout``),
+        ``"closed"`` (the client closed or reset before sending a byte), or
+        what a stage's ``AdmissionRefused`` said.
         Logged at debug only: at a public port, scanners do this all day.
         """
         logger.debug("%s: %s dropped before its first byte (%s)",
@@ -172,6 +224,18 @@ class AdmissionMixIn(MixInBase):
         self.shutdown_request(request)
 
     # -- driven by the loop -------------------------------------------------
+
+    def _arm(self, waiting: _Waiting, limit: float | None) -> None:
+        """Set a held connection's deadline, ``limit`` seconds after its accept."""
+        if limit is None:
+            waiting.deadline = float("inf")
+            return
+        waiting.deadline = waiting.since + limit
+        if self._reactor is not None:
+            waiting.timer = self._reactor.call_later(
+                max(0.0, waiting.deadline - time.monotonic()),
+                lambda: self._admission_expired(waiting),
+            )
 
     def _stop_holding(self, waiting: _Waiting) -> None:
         """Stop watching a held connection and cancel its timer (loop thread)."""
@@ -192,16 +256,24 @@ class AdmissionMixIn(MixInBase):
             return  # spurious readiness: keep waiting
         except OSError:
             peeked = b""  # ECONNRESET: gone before it spoke
-        self._stop_holding(waiting)
         if not peeked:
+            self._stop_holding(waiting)
             self.admission_refused(waiting.request, waiting.client_address, "closed")
             return
         try:
             client_address = self.first_bytes_arrived(waiting.request, waiting.client_address)
+        except AdmissionRefused as refusal:
+            self._stop_holding(waiting)
+            self.admission_refused(waiting.request, waiting.client_address, refusal.reason)
+            return
         except Exception:
+            self._stop_holding(waiting)
             self.handle_error(waiting.request, waiting.client_address)
             self.shutdown_request(waiting.request)
             return
+        if client_address is KEEP_WAITING:
+            return  # still watched, its timer still armed
+        self._stop_holding(waiting)
         self._admitting = waiting
         try:
             self._take_request(waiting.request, client_address, admitted=True)

@@ -283,9 +283,11 @@ class PreforkMixIn(_StreamServerBase):
     #: (SIGTERM, ``shutdown()``, SIGHUP, SIGTTOU, max_requests).
     graceful_timeout: float = 30.0
 
+    # Every private name here starts with _pf_: a mixin shares the instance's
+    # namespace with the model under it (ForkingMixIn has a _reap of its own).
     # "master" while serve_forever() supervises, "worker" in a worker, None
     # otherwise.  Each process has its own copy of the object after fork().
-    _role: str | None = None
+    _pf_role: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Build the server; adopt a listener passed as ``prefork`` instead of binding.
@@ -298,22 +300,22 @@ class PreforkMixIn(_StreamServerBase):
             if inherited is not None:
                 self._socket_to_adopt = inherited
         # Master's state, touched only by the master's loop (its main thread),
-        # except _workers, read by worker_pids() from any thread: list() of a
+        # except _pf_workers, read by worker_pids() from any thread: list() of a
         # dict is one C call under the GIL, so it sees a consistent table.
-        self._workers: dict[int, _Worker] = {}
-        self._target = 0
-        self._signals: list[int] = []
-        self._stopping: tuple[float, int] | None = None  # (deadline, signal sent)
-        self._drain_timeout: float | None = None
-        self._cut = 0  # workers killed by the last stop's deadline
-        self._rolling: list[int] = []  # old workers a SIGHUP still has to replace
-        self._rolling_new: int | None = None  # the new worker the restart waits for
-        self._upgrade_from: int | None = None  # old master to stop once we serve
-        self._status_buffer = bytearray()
+        self._pf_workers: dict[int, _Worker] = {}
+        self._pf_target = 0
+        self._pf_signals: list[int] = []
+        self._pf_stopping: tuple[float, int] | None = None  # (deadline, signal sent)
+        self._pf_drain_timeout: float | None = None
+        self._pf_cut = 0  # workers killed by the last stop's deadline
+        self._pf_rolling: list[int] = []  # old workers a SIGHUP still has to replace
+        self._pf_rolling_new: int | None = None  # the new worker the restart waits for
+        self._pf_upgrade_from: int | None = None  # old master to stop once we serve
+        self._pf_status_buffer = bytearray()
         # Descriptors shared with the workers, made by serve_forever().
-        self._status_r = self._status_w = self._alive_r = self._alive_w = -1
+        self._pf_status_r = self._pf_status_w = self._pf_alive_r = self._pf_alive_w = -1
         # Worker's state (in the worker only).
-        self._requests_left = 0
+        self._pf_requests_left = 0
         super().__init__(*args, **kwargs)
         if self.reuse_port and self.address_family not in (socket.AF_INET, socket.AF_INET6):
             self.server_close()  # the caller never gets the object to close
@@ -349,7 +351,7 @@ class PreforkMixIn(_StreamServerBase):
 
     def worker_pids(self) -> list[int]:
         """The master's live workers (forked, not yet reaped), oldest first (any thread)."""
-        return list(self._workers)
+        return list(self._pf_workers)
 
     # -- the master ----------------------------------------------------------
 
@@ -361,7 +363,7 @@ class PreforkMixIn(_StreamServerBase):
         notices a stale heartbeat or an expired deadline; exits are seen at
         once (pidfds).  In a worker, this is the model's own loop.
         """
-        if self._role == "worker":
+        if self._pf_role == "worker":
             super().serve_forever(poll_interval)
             return
         if threading.current_thread() is not threading.main_thread():
@@ -370,83 +372,83 @@ class PreforkMixIn(_StreamServerBase):
                 "the master handles signals and forks its workers"
             )
         _claim([self])
-        self._role = "master"
+        self._pf_role = "master"
         saved: dict[int, Any] = {}
         try:
             with Reactor(selectors.DefaultSelector) as reactor, reactor.signals_wake():
                 self._reactor = reactor
                 for signum in _MASTER_SIGNALS:
-                    saved[signum] = signal.signal(signum, self._queue_signal)
-                self._supervise(reactor, poll_interval)
+                    saved[signum] = signal.signal(signum, self._pf_queue_signal)
+                self._pf_supervise(reactor, poll_interval)
         finally:
             for number, handler in saved.items():
                 signal.signal(number, handler)
-            self._role = None
-            self._close_master_channels()
+            self._pf_role = None
+            self._pf_close_master_channels()
             BaseServer._serving_ended(self)  # the models' _attach never ran here
 
-    def _queue_signal(self, signum: int, frame: Any) -> None:
+    def _pf_queue_signal(self, signum: int, frame: Any) -> None:
         """The master's handler for every signal it takes: queue it, the loop acts."""
-        self._signals.append(signum)
+        self._pf_signals.append(signum)
 
-    def _supervise(self, reactor: Reactor, poll_interval: float) -> None:
+    def _pf_supervise(self, reactor: Reactor, poll_interval: float) -> None:
         """The master's loop: keep ``workers`` workers, act on signals, until all are gone."""
-        self._open_master_channels(reactor)
+        self._pf_open_master_channels(reactor)
         if not self.reuse_port:
             # Shared by every process (O_NONBLOCK is a flag of the open
             # file): a worker that loses the race for a connection gets
             # EAGAIN instead of blocking its loop in accept().
             self.socket.setblocking(False)
-        self._target = max(1, self.workers or os.cpu_count() or 1)
-        self._take_upgrade_variable()
+        self._pf_target = max(1, self.workers or os.cpu_count() or 1)
+        self._pf_take_upgrade_variable()
         tick = poll_interval
         if self.worker_timeout is not None:
             tick = min(tick, self.worker_timeout / 4)
         while True:
-            if self._shutdown_requested and self._stopping is None:
-                timeout = self._drain_timeout
-                self._stop(signal.SIGTERM, self.graceful_timeout if timeout is None else timeout)
-            if self._stopping is None:
-                self._keep_workers()
-            elif not self._workers:
+            if self._shutdown_requested and self._pf_stopping is None:
+                timeout = self._pf_drain_timeout
+                self._pf_stop(signal.SIGTERM, self.graceful_timeout if timeout is None else timeout)
+            if self._pf_stopping is None:
+                self._pf_keep_workers()
+            elif not self._pf_workers:
                 return
             for function, argument in reactor.select(tick):
                 function(argument)
-            self._act_on_signals()
-            self._reap()
-            self._check_deadlines()
+            self._pf_act_on_signals()
+            self._pf_reap()
+            self._pf_check_deadlines()
 
-    def _open_master_channels(self, reactor: Reactor) -> None:
+    def _pf_open_master_channels(self, reactor: Reactor) -> None:
         """The status pipe (workers -> master) and the alive pipe (master's life -> workers)."""
-        self._status_r, self._status_w = os.pipe()
-        self._alive_r, self._alive_w = os.pipe()
+        self._pf_status_r, self._pf_status_w = os.pipe()
+        self._pf_alive_r, self._pf_alive_w = os.pipe()
         # A worker must never block on a full status pipe (a master that
         # stopped reading): a lost "ready" is recovered by the tick.
-        os.set_blocking(self._status_w, False)
-        os.set_blocking(self._status_r, False)
-        reactor.watch(_Fd(self._status_r), selectors.EVENT_READ, self._on_status)
+        os.set_blocking(self._pf_status_w, False)
+        os.set_blocking(self._pf_status_r, False)
+        reactor.watch(_Fd(self._pf_status_r), selectors.EVENT_READ, self._pf_on_status)
 
-    def _close_master_channels(self) -> None:
-        for fd in (self._status_r, self._status_w, self._alive_r, self._alive_w):
+    def _pf_close_master_channels(self) -> None:
+        for fd in (self._pf_status_r, self._pf_status_w, self._pf_alive_r, self._pf_alive_w):
             if fd != -1:
                 os.close(fd)
-        self._status_r = self._status_w = self._alive_r = self._alive_w = -1
-        for worker in self._workers.values():
-            self._forget(worker)
-        self._workers.clear()
+        self._pf_status_r = self._pf_status_w = self._pf_alive_r = self._pf_alive_w = -1
+        for worker in self._pf_workers.values():
+            self._pf_forget(worker)
+        self._pf_workers.clear()
 
-    def _keep_workers(self) -> None:
+    def _pf_keep_workers(self) -> None:
         """Start workers up to the target; stop the oldest beyond it (SIGTTOU)."""
-        active = [w for w in self._workers.values() if w.leave_deadline is None]
-        excess = len(active) - self._target - (1 if self._rolling_new is not None else 0)
+        active = [w for w in self._pf_workers.values() if w.leave_deadline is None]
+        excess = len(active) - self._pf_target - (1 if self._pf_rolling_new is not None else 0)
         for worker in active[:max(0, excess)]:
-            self._stop_worker(worker, signal.SIGTERM, self.graceful_timeout)
-        for _ in range(self._target - len(active)):
-            self._spawn()
-        if self._rolling and self._rolling_new is None:
-            self._rolling_new = self._spawn()
+            self._pf_stop_worker(worker, signal.SIGTERM, self.graceful_timeout)
+        for _ in range(self._pf_target - len(active)):
+            self._pf_spawn()
+        if self._pf_rolling and self._pf_rolling_new is None:
+            self._pf_rolling_new = self._pf_spawn()
 
-    def _spawn(self) -> int:
+    def _pf_spawn(self) -> int:
         """Fork one worker; returns its pid (master)."""
         heartbeat = mmap.mmap(-1, _BEAT.size)  # anonymous and shared: the worker writes it
         everything = signal.valid_signals()
@@ -457,17 +459,17 @@ class PreforkMixIn(_StreamServerBase):
         try:
             pid = os.fork()
             if pid == 0:
-                self._worker_main(heartbeat, previous)
+                self._pf_worker_main(heartbeat, previous)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        worker = self._workers[pid] = _Worker(pid, heartbeat)
-        self._watch_exit(worker)
-        logger.info("prefork: worker %d started (%d of %d)", pid,
-                    sum(w.leave_deadline is None for w in self._workers.values()), self._target)
+        worker = self._pf_workers[pid] = _Worker(pid, heartbeat)
+        self._pf_watch_exit(worker)
+        active = sum(w.leave_deadline is None for w in self._pf_workers.values())
+        logger.info("prefork: worker %d started (%d of %d)", pid, active, self._pf_target)
         self.worker_started(pid)
         return pid
 
-    def _watch_exit(self, worker: _Worker) -> None:
+    def _pf_watch_exit(self, worker: _Worker) -> None:
         """Have the master's loop reap ``worker`` the moment it exits (a pidfd), if it can."""
         if not _HAVE_PIDFD or self._reactor is None:
             return  # the tick reaps
@@ -476,9 +478,9 @@ class PreforkMixIn(_StreamServerBase):
         except OSError:  # ENOSYS: before Linux 5.3; the tick reaps
             return
         worker.exit_watch = watch
-        self._reactor.watch(watch, selectors.EVENT_READ, lambda mask: self._reap())
+        self._reactor.watch(watch, selectors.EVENT_READ, lambda mask: self._pf_reap())
 
-    def _forget(self, worker: _Worker) -> None:
+    def _pf_forget(self, worker: _Worker) -> None:
         """Release what the master held for ``worker`` (reaped)."""
         if worker.exit_watch is not None:
             if self._reactor is not None:
@@ -487,83 +489,83 @@ class PreforkMixIn(_StreamServerBase):
             worker.exit_watch = None
         worker.heartbeat.close()
 
-    def _reap(self) -> None:
+    def _pf_reap(self) -> None:
         """waitpid(WNOHANG) each worker; log, forget, and let the loop replace it."""
-        for pid, worker in list(self._workers.items()):
+        for pid, worker in list(self._pf_workers.items()):
             try:
                 exited, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 exited, status = pid, 0  # reaped by someone else
             if not exited:
                 continue
-            del self._workers[pid]
-            self._forget(worker)
-            if pid in self._rolling:
-                self._rolling.remove(pid)
-            if pid == self._rolling_new:
-                self._rolling_new = None  # died before serving: the loop forks another
+            del self._pf_workers[pid]
+            self._pf_forget(worker)
+            if pid in self._pf_rolling:
+                self._pf_rolling.remove(pid)
+            if pid == self._pf_rolling_new:
+                self._pf_rolling_new = None  # died before serving: the loop forks another
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"status {os.waitstatus_to_exitcode(status)}")
-            replaced = self._stopping is None and worker.leave_deadline is None
+            replaced = self._pf_stopping is None and worker.leave_deadline is None
             logger.info("prefork: worker %d exited (%s)%s", pid, how,
                         ", replacing it" if replaced else "")
             self.worker_exited(pid, status)
 
-    def _on_status(self, mask: int) -> None:
+    def _pf_on_status(self, mask: int) -> None:
         """Reactor callback: messages from the workers on the status pipe."""
         with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self._status_r, 4096):
-                self._status_buffer += chunk
-        buffer = self._status_buffer
+            while chunk := os.read(self._pf_status_r, 4096):
+                self._pf_status_buffer += chunk
+        buffer = self._pf_status_buffer
         while len(buffer) >= _MESSAGE.size:
             code, pid = _MESSAGE.unpack_from(buffer, 0)
             del buffer[:_MESSAGE.size]
-            worker = self._workers.get(pid)
+            worker = self._pf_workers.get(pid)
             if worker is None:
                 continue
             if code == _READY:
-                self._worker_serves(worker)
+                self._pf_worker_serves(worker)
             elif code == _LEAVING and worker.leave_deadline is None:
                 worker.leave_deadline = time.monotonic() + self.graceful_timeout
 
-    def _worker_serves(self, worker: _Worker) -> None:
+    def _pf_worker_serves(self, worker: _Worker) -> None:
         """A worker's loop watches the listener: go on with a restart or an upgrade."""
         worker.serving = True
-        if worker.pid == self._rolling_new:
-            self._rolling_new = None
-            while self._rolling:
-                old = self._workers.get(self._rolling.pop(0))
+        if worker.pid == self._pf_rolling_new:
+            self._pf_rolling_new = None
+            while self._pf_rolling:
+                old = self._pf_workers.get(self._pf_rolling.pop(0))
                 if old is not None and old.leave_deadline is None:
-                    self._stop_worker(old, signal.SIGTERM, self.graceful_timeout)
+                    self._pf_stop_worker(old, signal.SIGTERM, self.graceful_timeout)
                     break
-            if not self._rolling:
+            if not self._pf_rolling:
                 logger.info("prefork: rolling restart done")
-        if self._upgrade_from is not None:
+        if self._pf_upgrade_from is not None:
             logger.info("prefork: upgrade: serving; stopping the old master %d",
-                        self._upgrade_from)
+                        self._pf_upgrade_from)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self._upgrade_from, signal.SIGTERM)
-            self._upgrade_from = None
+                os.kill(self._pf_upgrade_from, signal.SIGTERM)
+            self._pf_upgrade_from = None
 
-    def _stop_worker(self, worker: _Worker, signum: int, timeout: float) -> None:
+    def _pf_stop_worker(self, worker: _Worker, signum: int, timeout: float) -> None:
         """Tell ``worker`` to leave (SIGTERM: gracefully); SIGKILL it after ``timeout``."""
         if worker.leave_deadline is None:
             worker.leave_deadline = time.monotonic() + timeout
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signum)
 
-    def _stop(self, signum: int, timeout: float) -> None:
+    def _pf_stop(self, signum: int, timeout: float) -> None:
         """Stop the whole group: every worker gets ``signum``, SIGKILL after ``timeout``."""
-        self._stopping = (time.monotonic() + timeout, signum)
-        self._rolling.clear()
-        for worker in self._workers.values():
+        self._pf_stopping = (time.monotonic() + timeout, signum)
+        self._pf_rolling.clear()
+        for worker in self._pf_workers.values():
             worker.leave_deadline = None  # the group's deadline replaces its own
-            self._stop_worker(worker, signum, timeout)
+            self._pf_stop_worker(worker, signum, timeout)
 
-    def _check_deadlines(self) -> None:
+    def _pf_check_deadlines(self) -> None:
         """SIGKILL each worker past its deadline, or silent for ``worker_timeout``."""
         now = time.monotonic()
-        for worker in self._workers.values():
+        for worker in self._pf_workers.values():
             if worker.killed:
                 continue
             if worker.leave_deadline is not None:
@@ -576,36 +578,36 @@ class PreforkMixIn(_StreamServerBase):
             if late:
                 logger.info("prefork: worker %d %s, killing it", worker.pid, reason)
                 worker.killed = True
-                if self._stopping is not None:
-                    self._cut += 1
+                if self._pf_stopping is not None:
+                    self._pf_cut += 1
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
 
-    def _act_on_signals(self) -> None:
+    def _pf_act_on_signals(self) -> None:
         """Act on the signals the handlers queued, in order (the master's loop)."""
-        while self._signals:
-            signum = self._signals.pop(0)
-            if self._stopping is not None:
+        while self._pf_signals:
+            signum = self._pf_signals.pop(0)
+            if self._pf_stopping is not None:
                 continue  # stopping: nothing else is started
             if signum == signal.SIGTERM:
-                logger.info("prefork: graceful stop (SIGTERM): %d workers", len(self._workers))
-                self._stop(signal.SIGTERM, self.graceful_timeout)
+                logger.info("prefork: graceful stop (SIGTERM): %d workers", len(self._pf_workers))
+                self._pf_stop(signal.SIGTERM, self.graceful_timeout)
             elif signum in (signal.SIGINT, signal.SIGQUIT):
                 logger.info("prefork: fast stop (%s): %d workers",
-                            signal.Signals(signum).name, len(self._workers))
-                self._stop(signal.SIGQUIT, self.graceful_timeout)
+                            signal.Signals(signum).name, len(self._pf_workers))
+                self._pf_stop(signal.SIGQUIT, self.graceful_timeout)
             elif signum == signal.SIGHUP:
-                old = [w.pid for w in self._workers.values() if w.leave_deadline is None]
+                old = [w.pid for w in self._pf_workers.values() if w.leave_deadline is None]
                 logger.info("prefork: rolling restart (SIGHUP): %d workers to replace", len(old))
-                self._rolling = old
+                self._pf_rolling = old
             elif signum == signal.SIGTTIN:
-                self._target += 1
-                logger.info("prefork: one worker more (SIGTTIN): %d workers", self._target)
+                self._pf_target += 1
+                logger.info("prefork: one worker more (SIGTTIN): %d workers", self._pf_target)
             elif signum == signal.SIGTTOU:
-                self._target = max(1, self._target - 1)
-                logger.info("prefork: one worker less (SIGTTOU): %d workers", self._target)
+                self._pf_target = max(1, self._pf_target - 1)
+                logger.info("prefork: one worker less (SIGTTOU): %d workers", self._pf_target)
             elif signum == signal.SIGUSR2:
-                self._upgrade()
+                self._pf_upgrade()
 
     # -- shutdown(), drain(), server_close() for the group -------------------
 
@@ -616,22 +618,22 @@ class PreforkMixIn(_StreamServerBase):
         runs): returns how many workers had to be killed.  In a worker: the
         model's own ``drain()``.
         """
-        if self._role == "master":
-            self._drain_timeout = timeout
+        if self._pf_role == "master":
+            self._pf_drain_timeout = timeout
             self.shutdown()
-            return self._cut
+            return self._pf_cut
         return super().drain(timeout)
 
     # -- SIGUSR2: re-exec with the listener passed on -------------------------
 
-    def _take_upgrade_variable(self) -> None:
+    def _pf_take_upgrade_variable(self) -> None:
         """Remember the old master to stop, if this process is an upgrade's new master."""
         value = os.environ.pop(_UPGRADE_VARIABLE, "")
         old, _, new = value.partition(":")
         if old.isdigit() and new == str(os.getpid()):
-            self._upgrade_from = int(old)
+            self._pf_upgrade_from = int(old)
 
-    def _upgrade(self) -> None:
+    def _pf_upgrade(self) -> None:
         """SIGUSR2: start the new master, a grandchild, with the listener at descriptor 3."""
         old_master = os.getpid()
         everything = signal.valid_signals()
@@ -639,7 +641,7 @@ class PreforkMixIn(_StreamServerBase):
         try:
             middle = os.fork()
             if middle == 0:
-                self._exec_new_master(old_master, previous)
+                self._pf_exec_new_master(old_master, previous)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         # The middle process forks the new master and exits at once, so
@@ -650,7 +652,7 @@ class PreforkMixIn(_StreamServerBase):
         else:
             logger.warning("prefork: upgrade (SIGUSR2) failed to fork the new master")
 
-    def _exec_new_master(self, old_master: int, mask: set[int | signal.Signals]) -> NoReturn:
+    def _pf_exec_new_master(self, old_master: int, mask: set[int | signal.Signals]) -> NoReturn:
         """In the middle process: fork the new master, which execs the program."""
         try:
             if os.fork() != 0:
@@ -677,16 +679,20 @@ class PreforkMixIn(_StreamServerBase):
 
     # -- the worker ----------------------------------------------------------
 
-    def _worker_main(self, heartbeat: mmap.mmap, mask: set[int | signal.Signals]) -> NoReturn:
+    def _pf_worker_main(self, heartbeat: mmap.mmap, mask: set[int | signal.Signals]) -> NoReturn:
         """The worker's whole life, right after fork(); never returns into the master's loop."""
         status = 1
         try:
-            self._become_worker(heartbeat, mask)
+            self._pf_become_worker(heartbeat, mask)
             self.worker_init()
             super().serve_forever()
             # Stopped (SIGTERM, max_requests, the master gone): the loop no
-            # longer accepts; the requests in flight get their time.
-            self.drain(self._worker_drain)
+            # longer accepts; the requests in flight get their time.  Logged
+            # here, not in the signal handler: a handler that logs could
+            # land inside a log call of the same thread.
+            logger.info("prefork: worker %d: stopping (%s), draining for up to %.1f s",
+                        os.getpid(), self._pf_stop_reason, self._pf_worker_drain)
+            self.drain(self._pf_worker_drain)
             self.server_close()
             status = 0
         except BaseException:
@@ -694,46 +700,46 @@ class PreforkMixIn(_StreamServerBase):
         finally:
             os._exit(status)
 
-    def _become_worker(self, heartbeat: mmap.mmap, mask: set[int | signal.Signals]) -> None:
+    def _pf_become_worker(self, heartbeat: mmap.mmap, mask: set[int | signal.Signals]) -> None:
         """Shed the master's state in a new worker, set its signals, then unblock them."""
         master_reactor = self._reactor
         self._reactor = None
-        self._role = "worker"
-        self._heartbeat = heartbeat
+        self._pf_role = "worker"
+        self._pf_heartbeat = heartbeat
         # The master's wake-up descriptor is inherited as the signal wake-up
         # fd: a signal here would wake the master's loop.
         signal.set_wakeup_fd(-1)
         for signum in _MASTER_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, self._worker_signal)
-        signal.signal(signal.SIGINT, self._worker_signal)
-        signal.signal(signal.SIGQUIT, self._worker_signal)
+        signal.signal(signal.SIGTERM, self._pf_worker_signal)
+        signal.signal(signal.SIGINT, self._pf_worker_signal)
+        signal.signal(signal.SIGQUIT, self._pf_worker_signal)
         if master_reactor is not None:
             master_reactor.close()  # its epoll instance and wake-up pair are the master's
-        for other in self._workers.values():
+        for other in self._pf_workers.values():
             if other.exit_watch is not None:
                 os.close(other.exit_watch.fd)
             other.heartbeat.close()
-        self._workers = {}
-        os.close(self._alive_w)  # only the master may hold it: EOF = master gone
-        os.close(self._status_r)
-        self._alive_w = self._status_r = -1
+        self._pf_workers = {}
+        os.close(self._pf_alive_w)  # only the master may hold it: EOF = master gone
+        os.close(self._pf_status_r)
+        self._pf_alive_w = self._pf_status_r = -1
         self._shutdown_requested = False
         self._serving_thread = None
-        self._worker_drain = self.graceful_timeout
+        self._pf_worker_drain = self.graceful_timeout
         limit = self.max_requests
         if limit:
             limit += random.randint(0, self.max_requests_jitter)
-        self._requests_left = limit
+        self._pf_requests_left = limit
         if self.reuse_port:
-            self._bind_own_listener()
+            self._pf_bind_own_listener()
         elif _EXCLUSIVE and self.selector_class in (
             selectors.PollSelector, selectors.EpollSelector, selectors.DefaultSelector
         ):
             self.selector_class = _exclusive_selector(self.socket.fileno())
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
-    def _bind_own_listener(self) -> None:
+    def _pf_bind_own_listener(self) -> None:
         """``reuse_port``: a listener of this worker's own on the master's address."""
         own = socket.socket(self.address_family, self.socket_type)
         try:
@@ -750,14 +756,18 @@ class PreforkMixIn(_StreamServerBase):
         self.socket.close()  # the master's copy, bound only
         self.socket = own
 
-    def _worker_signal(self, signum: int, frame: Any) -> None:
+    def _pf_worker_signal(self, signum: int, frame: Any) -> None:
         """A worker's SIGTERM (graceful), SIGINT or SIGQUIT (fast): stop the loop."""
         if signum != signal.SIGTERM:
-            self._worker_drain = 0.0
-        self._worker_stop()
+            self._pf_worker_drain = 0.0
+        self._pf_worker_stop(signal.Signals(signum).name)
 
-    def _worker_stop(self) -> None:
+    # Why the worker's loop ended, for its last log line.
+    _pf_stop_reason = "shutdown()"
+
+    def _pf_worker_stop(self, reason: str) -> None:
         """End the worker's loop after this iteration (its own thread: no shutdown() wait)."""
+        self._pf_stop_reason = reason
         self._shutdown_requested = True
         if self._reactor is not None:
             self._reactor.wake()
@@ -765,41 +775,40 @@ class PreforkMixIn(_StreamServerBase):
     def _attach(self, reactor: Reactor) -> None:
         """In a worker: watch the listener, the master's life; beat; tell the master it serves."""
         super()._attach(reactor)
-        if self._role != "worker":
+        if self._pf_role != "worker":
             return
-        reactor.watch(_Fd(self._alive_r), selectors.EVENT_READ, self._on_master_gone)
+        reactor.watch(_Fd(self._pf_alive_r), selectors.EVENT_READ, self._pf_on_master_gone)
         if self.worker_timeout is not None:
             interval = min(max(self.worker_timeout / 4, 0.01), 5.0)
 
             def beat() -> None:
-                _BEAT.pack_into(self._heartbeat, 0, time.monotonic())
+                _BEAT.pack_into(self._pf_heartbeat, 0, time.monotonic())
                 reactor.call_later(interval, beat)
 
             beat()
-        self._tell_master(_READY)
+        self._pf_tell_master(_READY)
 
-    def _tell_master(self, code: bytes) -> None:
+    def _pf_tell_master(self, code: bytes) -> None:
         # BlockingIOError: the pipe is full, the master is not reading; it
         # sees this worker by its heartbeat and exit anyway.
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
-            os.write(self._status_w, _MESSAGE.pack(code, os.getpid()))
+            os.write(self._pf_status_w, _MESSAGE.pack(code, os.getpid()))
 
-    def _on_master_gone(self, mask: int) -> None:
+    def _pf_on_master_gone(self, mask: int) -> None:
         """Reactor callback in a worker: EOF on the alive pipe, the master died; leave."""
         if self._reactor is not None:
-            self._reactor.unwatch(_Fd(self._alive_r))
-        logger.info("prefork: worker %d: the master is gone, leaving", os.getpid())
-        self._worker_stop()
+            self._reactor.unwatch(_Fd(self._pf_alive_r))
+        self._pf_worker_stop("the master is gone")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Called by a worker's loop for each request: the model's, then count for max_requests."""
         super().process_request(request, client_address)
-        if self._requests_left:
-            self._requests_left -= 1
-            if not self._requests_left:
+        if self._pf_requests_left:
+            self._pf_requests_left -= 1
+            if not self._pf_requests_left:
                 logger.info("prefork: worker %d: max_requests reached, leaving", os.getpid())
-                self._tell_master(_LEAVING)
-                self._worker_stop()
+                self._pf_tell_master(_LEAVING)
+                self._pf_worker_stop("max_requests")
 
 
 def _argv() -> list[str]:

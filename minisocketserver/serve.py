@@ -398,12 +398,18 @@ class StoppingMixIn(_ServerBase):
     (or SIGINT's none) is over: a worker thread's connection is shut down
     under its handler, whose next read or write raises.  ``handle_error``
     would print that as a traceback, although it is what was asked for;
-    once ``stopping`` is set (by ``serve_group()``, when the loop has
-    stopped), a connection error is one line of the log instead.
+    from ``drain()`` on (``serve_group()`` calls it, and so does each
+    pre-forked worker as it leaves), a connection error is one line of the
+    log instead.
     """
 
-    #: Set once the loop has stopped and the requests in flight are drained.
+    #: Set by ``drain()``: the requests still running may be cut.
     stopping: bool = False
+
+    def drain(self, timeout: float) -> int:
+        """Mark the server as stopping, then drain (see ``BaseServer.drain``)."""
+        self.stopping = True
+        return super().drain(timeout)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Called by the model when a request raised: one line if it was cut, else a traceback."""
@@ -596,9 +602,27 @@ def _make_wsgi_classes() -> tuple[type, type]:
 # -- binding ---------------------------------------------------------------------
 
 
-def _inherited_socket(bind: Bind) -> list[tuple[str, socket.socket]]:
+def upgrading(config: ServeConfig) -> bool:
+    """Whether this process is the new master of a SIGUSR2 upgrade (see prefork.py).
+
+    The old master passes its listener on by systemd's protocol, named
+    ``prefork``, and re-executes this same command line: the listener is
+    then adopted, whatever the ``--bind`` says.  ``PreforkMixIn`` adopts
+    it in its constructor for HOST:PORT and ``unix:`` binds (a ``unix:``
+    path is live then: it is the old master's, and must not be refused);
+    ``systemd`` takes it as any passed socket; ``fd:N`` was closed by the
+    exec, so it is taken in its place.
+    """
+    if config.workers is None or os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return False
+    from .prefork import LISTEN_NAME
+
+    return LISTEN_NAME in os.environ.get("LISTEN_FDNAMES", "").split(":")
+
+
+def _inherited_socket(bind: Bind, config: ServeConfig) -> list[tuple[str, socket.socket]]:
     """The sockets an ``fd:N`` or ``systemd`` bind adopts, each with its label."""
-    if bind.kind == "fd":
+    if bind.kind == "fd" and not upgrading(config):
         fd = bind.address
         try:
             is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
@@ -665,7 +689,7 @@ def bind_servers(config: ServeConfig, handler: Any, base: type,
     try:
         for bind in config.binds:
             if bind.kind in ("fd", "systemd"):
-                found = _inherited_socket(bind)
+                found = _inherited_socket(bind, config)
                 if config.workers is not None and len(found) > 1:
                     for _, sock in found:
                         sock.close()
@@ -687,7 +711,7 @@ def bind_servers(config: ServeConfig, handler: Any, base: type,
                         reason = str(error).partition("(): ")[2] or str(error)
                         raise ServeError(f"--bind {label}: {reason}") from None
                 continue
-            if bind.kind == "unix":
+            if bind.kind == "unix" and not upgrading(config):
                 _clear_stale_unix_socket(bind)
             cls = class_for(bind.family)
             if bind.address[0] == "::" and socket.has_dualstack_ipv6():
@@ -799,8 +823,6 @@ def serve_group(servers: list[TCPServer], graceful_timeout: float) -> int:
             if not _ready():
                 return 1
             group.serve_forever()
-            for server in servers:
-                server.stopping = True  # type: ignore[attr-defined]
             deadline = time.monotonic() + on_signal.drain_timeout
             cut = sum(server.drain(max(0.0, deadline - time.monotonic()))
                       for server in servers)
@@ -811,7 +833,10 @@ def serve_group(servers: list[TCPServer], graceful_timeout: float) -> int:
             logger.info("serve: stopped")
         finally:
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                # Once stopping, the process is on its way out: a second
+                # SIGTERM (an impatient manager's) must not turn a clean
+                # exit 0 into a death by signal, so it is ignored from here.
+                signal.signal(signum, handler if on_signal.signum is None else signal.SIG_IGN)
             if on_signal.stopper is not None:
                 # shutdown() returns once serve_forever() has: at once by now.
                 on_signal.stopper.join()
@@ -830,6 +855,11 @@ def serve_prefork(server: Any) -> int:
             return 1
         with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
+        # The master restored the default handlers as it returned: a second
+        # SIGTERM now (an impatient manager's) would turn a clean exit 0
+        # into a death by signal.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
         _stopping()
         logger.info("serve: stopped")
     return 0

@@ -67,7 +67,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from .admission import AdmissionMixIn
+from .admission import _PEEK_NOW, KEEP_WAITING, AdmissionMixIn
 from .multiplexing_mixin import MultiplexingMixIn
 from .reactor import Reactor, Timer
 from .server import HandlerFactory, logger
@@ -279,6 +279,22 @@ class TLSMixIn(AdmissionMixIn, _StreamServerBase):
     def admission_time_limit(self) -> float | None:
         """The wait for the ClientHello is part of the handshake's time."""
         return self.handshake_timeout
+
+    def first_bytes_arrived(self, request: Any, client_address: Any) -> Any:
+        """Called by the admission stage: go on once the ClientHello has begun to arrive.
+
+        Alone, the stage calls this only when the connection has bytes, and
+        this adds one peek.  Behind a PROXY header (``ProxyProtocolMixIn``
+        first in the bases) the bytes that woke the stage may have been the
+        header's alone, which that stage took: then the connection stays
+        held, costing no worker, until its ClientHello (or its end) comes.
+        """
+        try:
+            if request.recv(1, _PEEK_NOW):
+                return super().first_bytes_arrived(request, client_address)
+        except OSError:
+            pass  # nothing yet, or a reset: the stage sees the end on its next turn
+        return KEEP_WAITING
 
     def admission_refused(self, request: Any, client_address: Any, reason: str) -> None:
         """Count a client that never sent its ClientHello, then close it (see there)."""

@@ -32,8 +32,12 @@ import minisocketserver as mss  # noqa: E402
 from minisocketserver.prefork import PreforkMixIn  # noqa: E402
 
 
+# The forking model answers from a child per request: its parent is the worker.
+WORKER_IS_PARENT = False
+
+
 def answer(line: bytes) -> bytes:
-    return f"{os.getpid()}\n".encode()
+    return f"{os.getppid() if WORKER_IS_PARENT else os.getpid()}\n".encode()
 
 
 class Handler(mss.StreamRequestHandler):
@@ -84,6 +88,8 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--shutdown-on-stdin", action="store_true")
     options = parser.parse_args()
+    global WORKER_IS_PARENT
+    WORKER_IS_PARENT = options.model == "forking"
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(process)d %(message)s")
 

@@ -62,6 +62,18 @@ class Served:
             if match:
                 return match
 
+    def wait_for_eof(self) -> None:
+        """Read stderr until every process that holds it has closed it (bounded)."""
+        deadline = time.monotonic() + WAIT
+        with contextlib.suppress(EOFError):
+            while True:
+                try:
+                    self.stderr.line(deadline)
+                except AssertionError as error:
+                    if "the pipe closed" not in str(error):
+                        raise
+                    raise EOFError from None
+
     def inet(self, index: int = 0) -> tuple[str, int]:
         host, _, port = self.addresses[index].rpartition(":")
         return host.strip("[]"), int(port)
@@ -429,3 +441,114 @@ def test_a_live_unix_socket_is_not_taken_over(tmp_path: Path) -> None:
         live.listen()
         message = _fails("serve_apps:Who", "--bind", f"unix:{path}", status=1)
     assert message == f"--bind unix:{path}: a server is listening there already"
+
+
+# -- pre-forked workers (prefork.py) ---------------------------------------------
+
+
+def _worker_pids(served: Served, count: int) -> list[int]:
+    """The pids of the first ``count`` "prefork: worker N started" lines."""
+    return [int(served.wait_for(r"prefork: worker (\d+) started")[1]) for _ in range(count)]
+
+
+def test_workers_serve_from_two_pids() -> None:
+    with serve("serve_apps:Who", "--model", "sync", "--workers", "2",
+               "--bind", "127.0.0.1:0") as served:
+        workers = _worker_pids(served, 2)
+        # A sync worker is busy for as long as its client keeps the
+        # connection open: the second client can only be served by the other.
+        with connect(served.inet()) as first, connect(served.inet()) as second:
+            pids = []
+            for client in (first, second):
+                client.sendall(b"ping\n")
+                pids.append(int(client.recv(100).split()[0]))
+        status, err = served.stop()
+    assert sorted(pids) == sorted(workers)
+    assert served.proc.pid not in pids
+    assert "(sync, 2 workers)" in err
+    assert "prefork: graceful stop (SIGTERM): 2 workers" in err
+    assert_clean_exit(status, err)
+
+
+def test_upgrade_by_sigusr2_keeps_a_unix_socket(tmp_path: Path) -> None:
+    """SIGUSR2 re-executes this very command line; the new master adopts the live socket."""
+    path = str(tmp_path / "who.sock")
+    with serve("serve_apps:Who", "--workers", "1", "--bind", f"unix:{path}") as served:
+        before = ask(path, family=socket.AF_UNIX).split()[0]
+        served.proc.send_signal(signal.SIGUSR2)
+        # The new master says where it serves, with its pid in the line's prefix.
+        new_master = int(served.wait_for(r"\[(\d+)\] INFO serve: serving .* on unix:")[1])
+        served.wait_for(f"prefork: upgrade: serving; stopping the old master {served.proc.pid}")
+        assert served.proc.wait(WAIT) == 0  # the old master drained and left
+        after = ask(path, family=socket.AF_UNIX).split()[0]
+        # Not our child (a grandchild of the old master): stopped by pid, its
+        # end seen as the end of stderr, which it and its workers hold.
+        os.kill(new_master, signal.SIGTERM)
+        served.wait_for(rf"\[{new_master}\] INFO serve: stopped")
+        served.wait_for_eof()
+    assert new_master != served.proc.pid
+    assert before != after
+    assert "Traceback" not in "\n".join(served.stderr.seen)
+
+
+# -- the PROXY protocol (proxy_protocol.py) --------------------------------------
+
+
+def test_proxy_v1_gives_the_client_s_address_to_the_application() -> None:
+    with serve("--wsgi", "serve_apps:hello", "--proxy-protocol", "v1",
+               "--bind", "127.0.0.1:0") as served:
+        port = served.inet()[1]
+        by_curl = curl("--haproxy-protocol", "--write-out", r"\n%{local_port}",
+                       f"http://127.0.0.1:{port}/curl")
+        with connect(served.inet()) as client:
+            client.sendall(f"PROXY TCP4 203.0.113.7 127.0.0.1 5555 {port}\r\n".encode()
+                           + b"GET /raw HTTP/1.0\r\n\r\n")
+            raw = recv_until_eof(client).decode()
+        headerless = curl(f"http://127.0.0.1:{port}/none")
+        status, err = served.stop()
+    assert by_curl.returncode == 0, by_curl.stderr
+    body, _, local_port = by_curl.stdout.rpartition("\n")
+    report = json.loads(body)
+    assert (report["REMOTE_ADDR"], report["REMOTE_PORT"]) == ("127.0.0.1", local_port)
+    report = json.loads(raw.partition("\r\n\r\n")[2])
+    assert (report["REMOTE_ADDR"], report["REMOTE_PORT"]) == ("203.0.113.7", "5555")
+    assert re.search(r'^203\.0\.113\.7 - - \[.*\] "GET /raw HTTP/1.0" 200 ', err, re.MULTILINE)
+    assert headerless.returncode == 52  # "Empty reply from server": refused, quietly
+    assert_clean_exit(status, err)
+
+
+def test_proxy_v2_to_a_handler_and_the_allowed_peers() -> None:
+    from minisocketserver.proxy_protocol import encode_v2
+
+    header = encode_v2(("2001:db8::1", 4444), ("2001:db8::2", 80))
+    with serve("serve_apps:Who", "--proxy-protocol", "any",
+               "--bind", "127.0.0.1:0") as allowed, serve(
+            "serve_apps:Who", "--proxy-protocol", "v2", "--proxy-allow", "10.0.0.0/8",
+            "--bind", "127.0.0.1:0") as elsewhere:
+        answer = ask(allowed.inet(), header + b"ping\n")
+        refused = ask(elsewhere.inet(), header + b"ping\n")
+        statuses = [allowed.stop(), elsewhere.stop()]
+    assert answer.split()[1:] == ["2001:db8::1", "ping"]
+    assert refused == ""  # 127.0.0.1 may not speak for anyone there
+    for status, err in statuses:
+        assert_clean_exit(status, err)
+
+
+def test_wsgi_prefork_tls_behind_a_proxy(certificate: tuple[Path, Path]) -> None:
+    """The deployment of the issue: pre-forked TLS workers behind HAProxy's header."""
+    cert, key = certificate
+    with serve("--wsgi", "serve_apps:hello", "--workers", "2", "--tls-cert", str(cert),
+               "--tls-key", str(key), "--proxy-protocol", "v1", "--max-requests", "100",
+               "--max-requests-jitter", "10", "--timeout", "5", "--graceful-timeout", "5",
+               "--bind", "127.0.0.1:0") as served:
+        workers = _worker_pids(served, 2)
+        result = curl("--haproxy-protocol", "--cacert", str(cert),
+                      f"https://127.0.0.1:{served.inet()[1]}/deployed")
+        status, err = served.stop()
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["pid"] in workers
+    assert (report["wsgi.url_scheme"], report["REMOTE_ADDR"], report["wsgi.multiprocess"]) == (
+        "https", "127.0.0.1", True)
+    assert "(WSGI, threading, TLS, PROXY v1, 2 workers)" in err
+    assert_clean_exit(status, err)
