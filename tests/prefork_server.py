@@ -28,9 +28,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import minisocketserver as mss  # noqa: E402
-from minisocketserver.prefork import PreforkMixIn  # noqa: E402
-
+import minisocketserver as mss
+from minisocketserver.prefork import PreforkMixIn
 
 # The forking model answers from a child per request: its parent is the worker.
 WORKER_IS_PARENT = False
@@ -72,8 +71,15 @@ MODELS: dict[str, Any] = {
 }
 
 
+# One write per event, under a lock: the drain thread and the main thread
+# both emit, and print() writes the line and its newline separately.
+_emitting = threading.Lock()
+
+
 def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    with _emitting:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
 
 
 def main() -> None:

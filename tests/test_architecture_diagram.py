@@ -40,7 +40,7 @@ def test_it_shows_the_loop_the_reactor_every_model_and_every_handler_family() ->
         assert part in text, part
     # One box per concurrency mixin the package exports, found, not listed;
     # the layers that stack on any model (TLS, admission) in a box of their own.
-    layers = {"TLSMixIn", "AdmissionMixIn"}
+    layers = {"TLSMixIn", "AdmissionMixIn", "PreforkMixIn"}
     mixins = {name for name in minisocketserver.__all__ if name.endswith("MixIn")} - layers
     assert mixins == set(re.findall(r"process_request --> (\w+)\n", text))
     for layer in layers & set(minisocketserver.__all__):

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support import WAIT, recv_until_eof
 
 PROGRAM = Path(__file__).resolve().parent / "prefork_server.py"
@@ -295,7 +294,8 @@ def test_a_stopped_worker_is_killed_and_replaced_within_worker_timeout() -> None
         took = time.monotonic() - stopped_at
         m.started(1)
         assert "silent for" in m.logged(f"worker {victim} silent")
-        assert 1.0 <= took < 2.0, f"replaced after {took:.2f} s (worker_timeout 1 s)"
+        # The last heartbeat came up to worker_timeout / 4 before the SIGSTOP.
+        assert 0.7 <= took < 2.0, f"replaced after {took:.2f} s (worker_timeout 1 s)"
         m.signal(signal.SIGTERM)
         assert m.wait() == 0
 
@@ -326,8 +326,11 @@ def test_sighup_restarts_every_worker_under_load_without_a_failed_request() -> N
         load.stop()
         assert not load.failures, load.failures[:5]
         assert not set(load.served[-20:]) & old, "old workers still served after the restart"
-        for pid in old:
-            assert m.exited(pid)["status"] == 0
+        statuses = {}
+        while set(statuses) != old:
+            event = m.event("exited")
+            statuses[event["pid"]] = event["status"]
+        assert set(statuses.values()) == {0}, "an old worker did not drain in time"
         assert not m.live & old and len(m.live) == 2
         m.signal(signal.SIGTERM)
         assert m.wait() == 0

@@ -1,0 +1,104 @@
+"""Measure the thundering herd on a shared listener: accept() calls that found nothing.
+
+    python tests/prefork_herd.py [--workers 4] [--connections 500]
+
+Runs a pre-forked ThreadingTCPServer twice, with EPOLLEXCLUSIVE (the
+default) and without it (``prefork._EXCLUSIVE = False``: the workers wait
+with poll(), as every other loop of the package does), and makes the same
+number of sequential connections to each, one request at a time, so every
+other worker is idle when each one arrives.  Each worker reports every
+accept() through a pipe: "A" when it returned a connection, "E" when it
+returned EAGAIN (woken for a connection another worker took).  Prints, per
+run, the EAGAIN accepts per connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import minisocketserver as mss
+from minisocketserver import prefork
+
+
+class Handler(mss.StreamRequestHandler):
+    def handle(self) -> None:
+        self.rfile.readline()
+        self.wfile.write(b"ok\n")
+
+
+def serve(workers: int, exclusive: bool) -> None:
+    """The master (run as its own process): serve until SIGTERM, then print the counts."""
+    prefork._EXCLUSIVE = exclusive
+    counts_r, counts_w = os.pipe()
+
+    class App(prefork.PreforkMixIn, mss.ThreadingTCPServer):
+        worker_timeout = None
+
+        def get_request(self) -> tuple[Any, Any]:
+            try:
+                request = super().get_request()
+            except BlockingIOError:
+                os.write(counts_w, b"E")
+                raise
+            os.write(counts_w, b"A")
+            return request
+
+    App.workers = workers
+    with App(("127.0.0.1", 0), Handler) as server:
+        print(server.server_address[1], flush=True)
+        server.serve_forever()
+    os.close(counts_w)
+    with os.fdopen(counts_r, "rb") as reader:
+        counts = reader.read()
+    print(counts.count(b"A"), counts.count(b"E"), flush=True)
+
+
+def measure(workers: int, connections: int, exclusive: bool) -> tuple[int, int]:
+    """Start a master, make ``connections`` sequential requests, stop it: (accepted, EAGAIN)."""
+    command = [sys.executable, __file__, "--serve", "--workers", str(workers)]
+    if not exclusive:
+        command.append("--no-exclusive")
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as master:
+        assert master.stdout is not None
+        port = int(master.stdout.readline())
+        try:
+            for _ in range(connections):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(b"x\n")
+                    assert sock.recv(10) == b"ok\n"
+        finally:
+            master.send_signal(signal.SIGTERM)
+        accepted, eagain = (int(n) for n in master.stdout.readline().split())
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            master.wait(10)
+    return accepted, eagain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=500)
+    parser.add_argument("--serve", action="store_true")
+    parser.add_argument("--no-exclusive", action="store_true")
+    options = parser.parse_args()
+    if options.serve:
+        serve(options.workers, not options.no_exclusive)
+        return
+    for exclusive in (True, False):
+        accepted, eagain = measure(options.workers, options.connections, exclusive)
+        label = "EPOLLEXCLUSIVE" if exclusive else "poll(), no flag"
+        print(f"{label:16} {options.workers} workers: {accepted} connections accepted, "
+              f"{eagain} accept() calls got EAGAIN = {eagain / accepted:.2f} per connection")
+
+
+if __name__ == "__main__":
+    main()
