@@ -90,6 +90,8 @@ SPREAD_CLIENTS = 16  # client threads at once for the spread under even load
 SPREAD_LINES = 10  # lines per connection in the spread runs
 RESTART_CLIENTS = 8  # client threads at once during the rolling restarts
 WORKERS = 2
+QUIET_BELOW = 0.25  # the machine's busy share from other work a run waits to fall below
+QUIET_WAIT_RUN = 5.0  # seconds, at most, that one run waits for it
 HELLO = b"Hello, world!\n"
 
 
@@ -738,13 +740,15 @@ def wait_for_quiet(s: Settings, results: Results) -> float:
 
     Nothing of the benchmark runs during the pause (the previous server is
     stopped, the next not started), so what keeps the machine busy then is
-    other work sharing it.  Above 25%, keep waiting in short steps, at most
-    5 s for this run and within what is left of ``s.quiet_budget`` for the
-    whole benchmark, so that runs start in the quiet gaps; the share is
-    recorded either way, and printed beside the figures.
+    other work sharing it.  Above ``QUIET_BELOW``, keep waiting in short
+    steps, at most ``QUIET_WAIT_RUN`` for this run and within what is left
+    of ``s.quiet_budget`` for the whole benchmark, so that runs start in the
+    quiet gaps; the share is recorded either way, and printed beside the
+    figures.
     """
     share, waited = busy_share(s.pause), 0.0
-    while share > 0.25 and waited < 5.0 and results.quiet_spent < s.quiet_budget:
+    while (share > QUIET_BELOW and waited < QUIET_WAIT_RUN
+           and results.quiet_spent < s.quiet_budget):
         share = busy_share(0.25)
         waited += 0.25
         results.quiet_spent += 0.25
@@ -983,8 +987,8 @@ def report(results: Results, s: Settings, command: str, loops: int, calibrated_u
         "`getrusage`), *machine* the busy share of both cores (`/proc/stat`) while it ran. "
         "Near 100% machine busy, the box is the limit, not the server. *background* is how "
         "busy the machine was with other work in a pause just before the run, when nothing "
-        "of the benchmark ran (the machine is shared); a run waits for it to fall below 25%, "
-        f"at most 5 s per run and {s.quiet_budget:g} s in all "
+        f"of the benchmark ran (the machine is shared); a run waits for it to fall below "
+        f"{QUIET_BELOW:.0%}, at most {QUIET_WAIT_RUN:g} s per run and {s.quiet_budget:g} s in all "
         f"(this run waited {results.quiet_spent:.1f} s): well above 0%, the figures beside "
         "it are disturbed.",
         "",
@@ -1036,9 +1040,38 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
             f"| {sum(f.errors for f in figs)} | {background(figs)} |")
-    out += ["", *what_limits(results, "prefork, 1 worker", "prefork, 2 workers"),
+    out += ["", *assignment(results),
+            *what_limits(results, "prefork, 1 worker", "prefork, 2 workers"),
             *what_limits(results, "prefork, 1 worker, generator on CPU 1",
                          "prefork, 2 workers, generator on CPU 1")]
+    return out
+
+
+def assignment(results: Results) -> list[str]:
+    """How the 16 connections fell on the workers, for the 2-worker rows.
+
+    They are dealt once, at set-up, when the generator opens them a few at a
+    time: a light load, where the shared listener's EPOLLEXCLUSIVE wake-up
+    goes to the first worker waiting, usually the same one (part 2's "1 at a
+    time" row shows it), while reuse_port deals them by a hash of the
+    addresses.  A worker with no connection adds nothing for the whole run.
+    """
+    out = []
+    for c in THROUGHPUT:
+        figs = results.get("throughput", c.name)
+        if c.workers != 2 or not figs:
+            continue
+        split = [f.extra["connections"] for f in figs]
+        idle = sum(1 for n in split if min(n) <= 0)
+        busier = median_range([max(n) for n in split], lambda v: f"{v:.0f}")
+        out += [f"*{c.name}*: the busier worker held {busier} of the {CONNECTIONS} "
+                f"connections; in {idle} of {len(split)} repeat(s) one worker held none.", ""]
+    if out:
+        out = ["The connections are dealt to the workers once, at set-up, when the generator "
+               "opens them four at a time: a light load, where the shared listener wakes the "
+               "first worker waiting in `epoll_wait` (`EPOLLEXCLUSIVE`), often the same one, "
+               "while `reuse_port` deals them by a hash of the addresses. A worker that holds "
+               "no connection adds nothing to the run.", "", *out]
     return out
 
 
