@@ -45,9 +45,12 @@ with epoll and registers the listener with that flag, so the kernel wakes
 one waiting worker per connection.  The listener is non-blocking in every
 process (the flag belongs to the open file, shared by all): a worker that
 loses a race gets EAGAIN instead of blocking its loop in accept().
-Measured by ``python tests/prefork_herd.py`` (4 workers, 500 sequential
-connections): accept() calls that found nothing (EAGAIN), per connection,
-0.02 with the flag, 0.94 without.
+Measured by ``python tests/prefork_herd.py`` (4 synchronous workers, 200
+sequential connections, 3 runs): the workers' loops were woken 1.75-1.89
+times per connection with the flag (the one that accepts: in select, then
+in the handler's read), 3.96-4.21 times with poll() and no flag; accept()
+found nothing (EAGAIN) 0.02-0.03 times per connection against 0.10-0.43
+(most woken losers see the queue empty before poll() returns).
 
 ``reuse_port = True``: each worker binds its own ``SO_REUSEPORT`` listener
 on the master's address instead, and the kernel spreads connections over
@@ -206,9 +209,7 @@ def _exclusive_selector(listener_fd: int) -> type[selectors.BaseSelector]:
     would go on to wake every worker's.  The loop's own epoll is the one
     its thread waits in.
 
-    Measured (``python tests/prefork_herd.py``, 4 workers, 500 sequential
-    connections): 0.02 accept() calls per connection found nothing with
-    the flag, 0.94 with poll() and no flag.
+    Measured: see the module docstring.
     """
 
     class ExclusiveListenerSelector(selectors.EpollSelector):
@@ -438,8 +439,9 @@ class PreforkMixIn(_StreamServerBase):
         """The status pipe (workers -> master) and the alive pipe (master's life -> workers)."""
         self._pf_status_r, self._pf_status_w = os.pipe()
         self._pf_alive_r, self._pf_alive_w = os.pipe()
-        # A worker must never block on a full status pipe (a master that
-        # stopped reading): a lost "ready" is recovered by the tick.
+        # A worker must never block on the status pipe: it holds 13,000
+        # messages, so it fills only under a master that stopped reading
+        # (kill -STOP), and a worker hanging on it would stop serving too.
         os.set_blocking(self._pf_status_w, False)
         os.set_blocking(self._pf_status_r, False)
         reactor.watch(_Fd(self._pf_status_r), selectors.EVENT_READ, self._pf_on_status)
@@ -551,6 +553,7 @@ class PreforkMixIn(_StreamServerBase):
     def _pf_worker_serves(self, worker: _Worker) -> None:
         """A worker's loop watches the listener: go on with a restart or an upgrade."""
         worker.serving = True
+        logger.debug("prefork: worker %d serves", worker.pid)
         if worker.pid == self._pf_rolling_new:
             self._pf_rolling_new = None
             while self._pf_rolling:
@@ -610,7 +613,13 @@ class PreforkMixIn(_StreamServerBase):
         while self._pf_signals:
             signum = self._pf_signals.pop(0)
             if self._pf_stopping is not None:
-                continue  # stopping: nothing else is started
+                # Stopping: nothing new starts, but a Ctrl-C during a
+                # graceful stop makes it a fast one.
+                if signum in (signal.SIGINT, signal.SIGQUIT) \
+                        and self._pf_stopping[1] == signal.SIGTERM:
+                    self._pf_stop(f"fast stop ({signal.Signals(signum).name})",
+                                  signal.SIGQUIT, self.graceful_timeout)
+                continue
             if signum == signal.SIGTERM:
                 self._pf_stop("graceful stop (SIGTERM)", signal.SIGTERM, self.graceful_timeout)
             elif signum in (signal.SIGINT, signal.SIGQUIT):
@@ -803,14 +812,32 @@ class PreforkMixIn(_StreamServerBase):
         wake the other workers), and what is already queued is accepted
         here, to be drained with the rest.
         """
-        if self._shutdown_requested:
+        if self._shutdown_requested or "leaving" in self._accept_pauses:
             return
         self._pause_accepting("leaving")
         # Bounded: under a flood the other workers take their share too.
         for _ in range(self.request_queue_size):
             if self.fileno() == -1 or not self._handle_request_noblock():
                 break
-        self._pf_worker_stop(reason)
+        self._pf_leave_when_idle(reason, time.monotonic() + self._pf_worker_drain)
+
+    def _pf_leave_when_idle(self, reason: str, deadline: float) -> None:
+        """End the loop once no connection waits in a stage the loop drives (loop thread).
+
+        The admission stage (TLS's ClientHello, a PROXY header) and the
+        multiplexing model's TLS handshakes hold new connections in the
+        loop itself, and close them when the loop ends: ``drain()`` only
+        waits for requests a model took over.  So the loop, no longer
+        accepting, runs on until they have moved on (or ``deadline``),
+        looking every 10 ms: their tables are the other mixins' own.
+        """
+        held = len(getattr(self, "_waiting", None) or ()) + len(
+            getattr(self, "_handshaking", None) or ())
+        reactor = self._reactor
+        if held and reactor is not None and time.monotonic() < deadline:
+            reactor.call_later(0.01, lambda: self._pf_leave_when_idle(reason, deadline))
+        else:
+            self._pf_worker_stop(reason)
 
     # Why the worker's loop ended, for its last log line.
     _pf_stop_reason = "shutdown()"

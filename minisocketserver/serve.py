@@ -9,7 +9,8 @@ service manager without cutting a request short.  Nothing here is new
 machinery: the command builds a server class out of the package's mixins,
 in the order each of them asks for, and runs it::
 
-    class Serve<Model>(PreforkMixIn,            --workers N
+    class Serve<Model>(StoppingMixIn,           always: a request drain() cuts is no bug
+                       PreforkMixIn,            --workers N
                        ProxyProtocolMixIn,      --proxy-protocol v1|v2|any
                        <Model>TLSServer         --tls-cert (else <Model>TCPServer),
                                                 or the class of --server
@@ -38,7 +39,15 @@ flight ``--graceful-timeout`` seconds (``drain()``), then exits 0; SIGINT
 (Ctrl-C) stops at once, cutting what is in flight, and exits 0.  With
 ``--workers`` the ``PreforkMixIn`` master owns every signal (HUP, TERM,
 INT, QUIT, TTIN, TTOU, USR2; see prefork.py) and this command only waits
-for its ``serve_forever()`` to return.
+for its ``serve_forever()`` to return; SIGUSR2 re-executes this same
+command line, which adopts the listener it is passed (``upgrading()``).
+Once stopping, a second SIGTERM or SIGINT is ignored: the exit status
+stays 0.
+
+``--wsgi`` serves through wsgiref's request handler, with the few changes
+``ApplicationRequestHandler`` lists (the model's truth in
+``wsgi.multithread``/``wsgi.multiprocess``, ``REMOTE_PORT``, no copy of the
+process's environment in each request's).
 
 Exit statuses: 0 once stopped by a signal; 2 for a usage error (a bad
 option, a spec that names nothing, a handler that cannot work with the
@@ -202,6 +211,7 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog=PROG,
+        usage=f"{PROG} [options] MODULE:HANDLER\n       {PROG} [options] --wsgi MODULE:APP",
         description="Serve a request handler, or a WSGI application, as a service: on the\n"
                     "addresses given, with a concurrency model, TLS, the PROXY protocol and\n"
                     "pre-forked workers.  Logs go to stderr; the line 'serve: serving ... on\n"

@@ -8,7 +8,7 @@ Stdout: JSON lines, one per event, written by the master only:
 ``{"event": "listening", "port": P, "master": PID}`` once it serves,
 ``{"event": "started"|"exited", "pid": PID, ...}`` per worker, and
 ``{"event": "stopped", "cut": N}`` when ``serve_forever()`` returned.
-Stderr: the package's log ("prefork: ..." lines).
+Stderr: the package's log ("prefork: ..." lines), DEBUG included.
 
 Usage: python tests/prefork_server.py [--model M] [--workers N] [--timeout S]
        [--max-requests N] [--graceful S] [--reuse-port] [--cert F --key F]
@@ -45,7 +45,9 @@ class Handler(mss.StreamRequestHandler):
         if line == b"hold":
             self.wfile.write(f"held {os.getpid()}\n".encode())
             self.wfile.flush()
-            self.rfile.readline()
+            if not self.rfile.readline():  # cut under us (drain ran out of time)
+                self.wfile.write(b"cut\n")
+                return
         self.wfile.write(answer(line))
 
 
@@ -96,7 +98,8 @@ def main() -> None:
     options = parser.parse_args()
     global WORKER_IS_PARENT
     WORKER_IS_PARENT = options.model == "forking"
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # DEBUG: "prefork: worker N serves" tells the tests when a worker listens.
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                         format="%(process)d %(message)s")
 
     class App(PreforkMixIn, MODELS[options.model]):  # type: ignore[misc]
@@ -128,8 +131,11 @@ def main() -> None:
             sys.stdin.readline()
             emit(event="cut", cut=server.drain(options.graceful))
 
-        threading.Thread(target=stop_on_line, daemon=True).start()
+        stopper = threading.Thread(target=stop_on_line, daemon=True)
+        stopper.start()
     server.serve_forever()
+    if options.shutdown_on_stdin:
+        stopper.join()  # its "cut" event comes before "stopped"
     server.server_close()
     emit(event="stopped")
 

@@ -478,14 +478,24 @@ def test_upgrade_by_sigusr2_keeps_a_unix_socket(tmp_path: Path) -> None:
         served.proc.send_signal(signal.SIGUSR2)
         # The new master says where it serves, with its pid in the line's prefix.
         new_master = int(served.wait_for(r"\[(\d+)\] INFO serve: serving .* on unix:")[1])
-        served.wait_for(f"prefork: upgrade: serving; stopping the old master {served.proc.pid}")
-        assert served.proc.wait(WAIT) == 0  # the old master drained and left
-        after = ask(path, family=socket.AF_UNIX).split()[0]
-        # Not our child (a grandchild of the old master): stopped by pid, its
-        # end seen as the end of stderr, which it and its workers hold.
-        os.kill(new_master, signal.SIGTERM)
-        served.wait_for(rf"\[{new_master}\] INFO serve: stopped")
-        served.wait_for_eof()
+        gone = False
+        try:
+            served.wait_for(f"prefork: upgrade: serving; stopping the old master "
+                            f"{served.proc.pid}")
+            assert served.proc.wait(WAIT) == 0  # the old master drained and left
+            after = ask(path, family=socket.AF_UNIX).split()[0]
+            # Not our child (a grandchild of the old master): stopped by pid,
+            # its end seen as the end of stderr, which it and its workers hold.
+            os.kill(new_master, signal.SIGTERM)
+            served.wait_for(rf"\[{new_master}\] INFO serve: stopped")
+            served.wait_for_eof()
+            gone = True
+        finally:
+            # On a failure above, no master may outlive the test (its
+            # workers leave when it is gone).
+            if not gone:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(new_master, signal.SIGKILL)
     assert new_master != served.proc.pid
     assert before != after
     assert "Traceback" not in "\n".join(served.stderr.seen)
@@ -513,8 +523,26 @@ def test_proxy_v1_gives_the_client_s_address_to_the_application() -> None:
     report = json.loads(raw.partition("\r\n\r\n")[2])
     assert (report["REMOTE_ADDR"], report["REMOTE_PORT"]) == ("203.0.113.7", "5555")
     assert re.search(r'^203\.0\.113\.7 - - \[.*\] "GET /raw HTTP/1.0" 200 ', err, re.MULTILINE)
-    assert headerless.returncode == 52  # "Empty reply from server": refused, quietly
+    # Refused, quietly: closed ("Empty reply from server"), or reset if the
+    # request was still unread in the kernel at the close.
+    assert headerless.returncode in (52, 56), headerless.stderr
     assert_clean_exit(status, err)
+
+
+def _answer_if_any(address: Any, data: bytes) -> bytes:
+    """What a server that may close (or reset) the connection at accept answers ``data``.
+
+    The refusal races with the client: the server may close before the
+    send, or between the send and the half-close (ENOTCONN, EPIPE, a reset).
+    """
+    received = b""
+    with connect(address) as client:
+        with contextlib.suppress(ConnectionError, OSError):
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(ConnectionResetError):
+            received = recv_until_eof(client)
+    return received
 
 
 def test_proxy_v2_to_a_handler_and_the_allowed_peers() -> None:
@@ -526,10 +554,10 @@ def test_proxy_v2_to_a_handler_and_the_allowed_peers() -> None:
             "serve_apps:Who", "--proxy-protocol", "v2", "--proxy-allow", "10.0.0.0/8",
             "--bind", "127.0.0.1:0") as elsewhere:
         answer = ask(allowed.inet(), header + b"ping\n")
-        refused = ask(elsewhere.inet(), header + b"ping\n")
+        refused = _answer_if_any(elsewhere.inet(), header + b"ping\n")
         statuses = [allowed.stop(), elsewhere.stop()]
     assert answer.split()[1:] == ["2001:db8::1", "ping"]
-    assert refused == ""  # 127.0.0.1 may not speak for anyone there
+    assert refused == b""  # 127.0.0.1 may not speak for anyone there
     for status, err in statuses:
         assert_clean_exit(status, err)
 
@@ -552,3 +580,15 @@ def test_wsgi_prefork_tls_behind_a_proxy(certificate: tuple[Path, Path]) -> None
         "https", "127.0.0.1", True)
     assert "(WSGI, threading, TLS, PROXY v1, 2 workers)" in err
     assert_clean_exit(status, err)
+
+
+def test_help_names_every_option_and_the_top_level_lists_serve() -> None:
+    own = subprocess.run([*SERVE, "--help"], capture_output=True, text=True, timeout=WAIT)
+    top = subprocess.run([*SERVE[:-1], "--help"], capture_output=True, text=True, timeout=WAIT)
+    assert (own.returncode, top.returncode) == (0, 0)
+    assert own.stdout.startswith(f"usage: {PROG} [options] MODULE:HANDLER\n")
+    for option in ("--wsgi", "--model", "--server", "--bind", "--workers", "--tls-cert",
+                   "--tls-key", "--proxy-protocol", "--proxy-allow", "--max-requests",
+                   "--max-requests-jitter", "--timeout", "--graceful-timeout"):
+        assert f"  {option} " in own.stdout, option
+    assert re.search(r"^    serve +serve your handler", top.stdout, re.MULTILINE), top.stdout
