@@ -142,7 +142,7 @@ _READY = b"R"    # the loop watches the listener: the worker serves
 _LEAVING = b"L"  # leaving on its own (max_requests, master gone): replace me now
 
 # A heartbeat is a time.monotonic() value, a system-wide clock on Linux,
-# so the master can compare it with its own; 8 bytes, written in one store.
+# so the master can compare it with its own; one double, written in one store.
 _BEAT = struct.Struct("=d")
 
 #: Whether each worker's loop waits for the shared listener with
@@ -155,6 +155,10 @@ _HAVE_PIDFD = hasattr(os, "pidfd_open")
 #: Seconds the master waits before it replaces a worker that died before it
 #: served: a worker that cannot start must not make the master fork in a loop.
 _RESPAWN_DELAY = 1.0
+
+#: Seconds between a leaving worker's looks at the connections its loop
+#: still holds (see ``_pf_leave_when_idle``): short, it runs only then.
+_IDLE_CHECK = 0.01
 
 
 class _Fd:
@@ -806,8 +810,9 @@ class PreforkMixIn(_StreamServerBase):
         With EPOLLEXCLUSIVE the kernel wakes one worker per connection.  A
         worker that was woken, then left without accepting, would leave that
         connection in the shared queue with nobody woken for it: under a
-        sequential client it waits until the next connection arrives (seen
-        as a 10 s client timeout during an upgrade).  So the listener is
+        sequential client it waits until the next connection arrives (a
+        client timeout in ``python -m pytest tests/test_prefork.py -k
+        sigusr2`` before this was done).  So the listener is
         unwatched first (out of the kernel's wait queue: later connections
         wake the other workers), and what is already queued is accepted
         here, to be drained with the rest.
@@ -829,13 +834,14 @@ class PreforkMixIn(_StreamServerBase):
         loop itself, and close them when the loop ends: ``drain()`` only
         waits for requests a model took over.  So the loop, no longer
         accepting, runs on until they have moved on (or ``deadline``),
-        looking every 10 ms: their tables are the other mixins' own.
+        looking every ``_IDLE_CHECK`` seconds: their tables are the other
+        mixins' own, with no event to wait on.
         """
         held = len(getattr(self, "_waiting", None) or ()) + len(
             getattr(self, "_handshaking", None) or ())
         reactor = self._reactor
         if held and reactor is not None and time.monotonic() < deadline:
-            reactor.call_later(0.01, lambda: self._pf_leave_when_idle(reason, deadline))
+            reactor.call_later(_IDLE_CHECK, lambda: self._pf_leave_when_idle(reason, deadline))
         else:
             self._pf_worker_stop(reason)
 
