@@ -1040,11 +1040,17 @@ def throughput_section(results: Results, s: Settings) -> list[str]:
             f"| {median_range([f.machine for f in figs], pct)} "
             f"| {median_range([f.server_us for f in figs], lambda v: f'{v:.0f}')} "
             f"| {sum(f.errors for f in figs)} | {background(figs)} |")
-    out += ["", *assignment(results),
-            *what_limits(results, "prefork, 1 worker", "prefork, 2 workers"),
-            *what_limits(results, "prefork, 1 worker, generator on CPU 1",
-                         "prefork, 2 workers, generator on CPU 1")]
-    return out
+    limits = [*what_limits(results, "prefork, 1 worker", "prefork, 2 workers"),
+              *what_limits(results, "prefork, 1 worker, generator on CPU 1",
+                           "prefork, 2 workers, generator on CPU 1"),
+              *what_limits(results, "prefork, 1 worker", "prefork, 2 workers, reuse_port")]
+    if limits:
+        limits = ["Requests/s is the cores the workers get divided by their CPU per request. "
+                  "With one worker, that worker is the limit (one core, one GIL); with two, "
+                  "the second core is shared with the generator, the kernel's loopback TCP "
+                  "work (counted in neither process) and whatever else runs on the machine "
+                  "(*background*):", "", *limits]
+    return [*out, "", *assignment(results), *limits, ""]
 
 
 def assignment(results: Results) -> list[str]:
@@ -1064,14 +1070,14 @@ def assignment(results: Results) -> list[str]:
         split = [f.extra["connections"] for f in figs]
         idle = sum(1 for n in split if min(n) <= 0)
         busier = median_range([max(n) for n in split], lambda v: f"{v:.0f}")
-        out += [f"*{c.name}*: the busier worker held {busier} of the {CONNECTIONS} "
-                f"connections; in {idle} of {len(split)} repeat(s) one worker held none.", ""]
+        out.append(f"- *{c.name}*: the busier worker held {busier} of the {CONNECTIONS} "
+                   f"connections; in {idle} of {len(split)} repeat(s) one worker held none.")
     if out:
         out = ["The connections are dealt to the workers once, at set-up, when the generator "
                "opens them four at a time: a light load, where the shared listener wakes the "
                "first worker waiting in `epoll_wait` (`EPOLLEXCLUSIVE`), often the same one, "
                "while `reuse_port` deals them by a hash of the addresses. A worker that holds "
-               "no connection adds nothing to the run.", "", *out]
+               "no connection adds nothing to the run.", "", *out, ""]
     return out
 
 
@@ -1088,16 +1094,13 @@ def what_limits(results: Results, one: str, two: str) -> list[str]:
     cores = [sum(f.workers_cpu) for f in b]
     cores1 = [sum(f.workers_cpu) for f in a]
     return [
-        f"*{two}*: the workers got {median_range(cores, lambda v: f'{v:.2f}')} cores of 2 "
-        f"(one worker alone: {median_range(cores1, lambda v: f'{v:.2f}')}), the generator "
+        f"- *{two}*: the workers got {median_range(cores, lambda v: f'{v:.2f}')} cores of 2 "
+        f"(*{one}*: {median_range(cores1, lambda v: f'{v:.2f}')}), the generator "
         f"{median_range([f.gen_cpu for f in b], pct)} of a core, the machine was "
-        f"{median_range([f.machine for f in b], pct)} busy; CPU per request "
+        f"{median_range([f.machine for f in b], pct)} busy (background before the runs "
+        f"{background(b)}); CPU per request "
         f"{median_range([f.server_us for f in b], lambda v: f'{v:.0f}')} µs against "
-        f"{median_range([f.server_us for f in a], lambda v: f'{v:.0f}')} µs with one worker. "
-        "Requests/s is the cores the workers get divided by their CPU per request: "
-        "what the second core gives is what is left of it once the generator and the "
-        "kernel's loopback TCP work (counted in neither process) have had theirs.",
-        "",
+        f"{median_range([f.server_us for f in a], lambda v: f'{v:.0f}')} µs.",
     ]
 
 
