@@ -267,7 +267,11 @@ class PreforkMixIn(_StreamServerBase):
 
     Methods for callers (in the master):
         serve_forever(poll_interval), shutdown(), drain(timeout),
-        server_close(), worker_pids().
+        server_close(), worker_pids().  ``shutdown()``, ``drain()`` and
+        ``server_close()`` come from another thread, as for any server, and
+        act on the whole group; that thread is then the program's own, and
+        every later fork (a replacement, a restart) forks a multi-threaded
+        process.  Signals need no thread: SIGTERM is the same graceful stop.
 
     Methods to override (each docstring says who calls it, and when):
         worker_init(), worker_started(pid), worker_exited(pid, status).

@@ -12,7 +12,7 @@ Stderr: the package's log ("prefork: ..." lines), DEBUG included.
 
 Usage: python tests/prefork_server.py [--model M] [--workers N] [--timeout S]
        [--max-requests N] [--graceful S] [--reuse-port] [--cert F --key F]
-       [--shutdown-on-stdin]
+       [--shutdown-on-stdin] [--fail-init]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import os
 import ssl
 import sys
 import threading
+import time
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--shutdown-on-stdin", action="store_true")
+    parser.add_argument("--fail-init", action="store_true")
     options = parser.parse_args()
     global WORKER_IS_PARENT
     WORKER_IS_PARENT = options.model == "forking"
@@ -110,11 +112,15 @@ def main() -> None:
         graceful_timeout = options.graceful
         reuse_port = options.reuse_port
 
+        def worker_init(self) -> None:
+            if options.fail_init:
+                raise RuntimeError("worker_init fails (--fail-init)")
+
         def worker_started(self, pid: int) -> None:
-            emit(event="started", pid=pid, master=os.getpid())
+            emit(event="started", pid=pid, master=os.getpid(), time=time.monotonic())
 
         def worker_exited(self, pid: int, status: int) -> None:
-            emit(event="exited", pid=pid, status=status)
+            emit(event="exited", pid=pid, status=status, time=time.monotonic())
 
     kwargs: dict[str, Any] = {}
     if options.model == "tls":

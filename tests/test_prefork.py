@@ -365,6 +365,15 @@ def test_sigterm_drains_a_request_in_flight_then_exits_0() -> None:
         m.assert_clean_log()
 
 
+def test_a_worker_that_cannot_start_is_not_replaced_in_a_fork_loop() -> None:
+    with master("--workers", "1", "--fail-init") as m:
+        (first,) = m.started(1)
+        failed_at = m.exited(first)["time"]  # the master's clock, as it reaped
+        waited = m.event("started")["time"] - failed_at
+        assert waited >= 0.99, f"replaced {waited:.3f} s after it failed to start"
+        assert "RuntimeError: worker_init fails" in "\n".join(m.log_lines)
+
+
 def test_sigttin_adds_a_worker_and_sigttou_removes_one_never_the_last() -> None:
     with master("--workers", "1") as m:
         (first,) = m.started(1)
