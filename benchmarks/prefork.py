@@ -1093,12 +1093,17 @@ def what_limits(results: Results, one: str, two: str) -> list[str]:
         return []
     cores = [sum(f.workers_cpu) for f in b]
     cores1 = [sum(f.workers_cpu) for f in a]
+    # What the machine spent that was neither the workers' nor the generator's:
+    # the kernel's loopback work outside both, the master, other programs.
+    ncpu = os.cpu_count() or 2
+    rest = [f.machine * ncpu - sum(f.workers_cpu) - f.gen_cpu for f in b]
     return [
         f"- *{two}*: the workers got {median_range(cores, lambda v: f'{v:.2f}')} cores of 2 "
         f"(*{one}*: {median_range(cores1, lambda v: f'{v:.2f}')}), the generator "
         f"{median_range([f.gen_cpu for f in b], pct)} of a core, the machine was "
-        f"{median_range([f.machine for f in b], pct)} busy (background before the runs "
-        f"{background(b)}); CPU per request "
+        f"{median_range([f.machine for f in b], pct)} busy, so "
+        f"{median_range(rest, lambda v: f'{v:.2f}')} cores went to neither (background "
+        f"before the runs {background(b)}); CPU per request "
         f"{median_range([f.server_us for f in b], lambda v: f'{v:.0f}')} µs against "
         f"{median_range([f.server_us for f in a], lambda v: f'{v:.0f}')} µs.",
     ]
