@@ -70,8 +70,9 @@ Signals to the master (gunicorn's conventions):
               gracefully; the shared listener queues meanwhile, so nobody
               is refused
     SIGTERM   graceful stop (``shutdown()`` from another thread too): each
-              worker stops accepting and drains, SIGKILL after
-              ``graceful_timeout``; ``serve_forever()`` then returns
+              worker stops accepting and drains for ``graceful_timeout``,
+              then cuts what is left; the master's SIGKILL comes after
+              that cut's time (``_CUT_MARGIN``); ``serve_forever()`` returns
     SIGINT, SIGQUIT  fast stop: workers cut their requests now
     SIGTTIN, SIGTTOU one worker more / less (never below one)
     SIGUSR2   upgrade: re-exec the program (``sys.executable`` and the
@@ -155,6 +156,13 @@ _HAVE_PIDFD = hasattr(os, "pidfd_open")
 #: Seconds the master waits before it replaces a worker that died before it
 #: served: a worker that cannot start must not make the master fork in a loop.
 _RESPAWN_DELAY = 1.0
+
+#: Seconds the master's SIGKILL waits past a leaving worker's drain
+#: deadline (plus the model's ``drain_grace``, ForkingMixIn's): at that
+#: deadline the worker cuts its requests itself (ForkingMixIn: SIGTERM to
+#: its children, SIGKILL after drain_grace) and exits; a SIGKILL at the
+#: same moment would win that race and orphan the children.
+_CUT_MARGIN = 0.5
 
 #: Seconds between a leaving worker's looks at the connections its loop
 #: still holds (see ``_pf_leave_when_idle``): short, it runs only then.
@@ -299,8 +307,10 @@ class PreforkMixIn(_StreamServerBase):
     #: Plus ``random.randint(0, max_requests_jitter)`` per worker, so that
     #: workers started together do not all leave together.
     max_requests_jitter: int = 0
-    #: Seconds a stopping worker may drain its requests before SIGKILL
-    #: (SIGTERM, ``shutdown()``, SIGHUP, SIGTTOU, max_requests).
+    #: Seconds a stopping worker may drain its requests before it cuts
+    #: them (SIGTERM, ``shutdown()``, SIGHUP, SIGTTOU, max_requests); the
+    #: master SIGKILLs a worker still there ``_CUT_MARGIN`` s (plus the
+    #: model's ``drain_grace``) later.
     graceful_timeout: float = 30.0
 
     # Every private name here starts with _pf_: a mixin shares the instance's
@@ -340,6 +350,7 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_status_r = self._pf_status_w = self._pf_alive_r = self._pf_alive_w = -1
         # Worker's state (in the worker only).
         self._pf_requests_left = 0
+        self._pf_worker_pid = -1
         super().__init__(*args, **kwargs)
         if self.reuse_port and self.address_family not in (socket.AF_INET, socket.AF_INET6):
             self.server_close()  # the caller never gets the object to close
@@ -602,7 +613,8 @@ class PreforkMixIn(_StreamServerBase):
             if worker.killed:
                 continue
             if worker.leave_deadline is not None:
-                late = now > worker.leave_deadline
+                late = now > worker.leave_deadline + getattr(self, "drain_grace", 0.0) \
+                    + _CUT_MARGIN
                 reason = "still draining at its deadline"
             else:
                 silence = now - worker.last_beat()
@@ -742,6 +754,7 @@ class PreforkMixIn(_StreamServerBase):
         master_reactor = self._reactor
         self._reactor = None
         self._pf_role = "worker"
+        self._pf_worker_pid = os.getpid()
         self._pf_heartbeat = heartbeat
         # The master's wake-up descriptor is inherited as the signal wake-up
         # fd: a signal here would wake the master's loop.
@@ -799,6 +812,13 @@ class PreforkMixIn(_StreamServerBase):
         SIGTERM leaves through ``_pf_leave``, on the loop's thread, at the
         end of the loop's current iteration; a fast stop ends the loop as is.
         """
+        if os.getpid() != self._pf_worker_pid:
+            # A process the worker forked (ForkingMixIn's child for a
+            # request) inherits this handler, but not the worker's loop: it
+            # takes the signal as the default says (it leaves).
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         reason = signal.Signals(signum).name
         reactor = self._reactor
         if signum == signal.SIGTERM and reactor is not None:

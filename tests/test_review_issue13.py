@@ -1,0 +1,34 @@
+"""Issue 13 review: breaks found in prefork, the PROXY stage and serve, each a reproducer.
+
+Each test is a bounded, loopback-only reproducer of one break, written
+before its fix; masters run as their own processes (tests/prefork_server.py)
+and are stopped by pid (test_prefork's ``master()``).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from support import WAIT
+from test_prefork import hold, master, wait_gone
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs fork/signals")
+
+
+def test_prefork_forking_model_leaves_no_grandchild_after_a_graceful_stop() -> None:
+    # PreforkMixIn + ForkingMixIn: a request's child (the worker's child)
+    # blocks on a client that sends nothing more.  SIGTERM to the master
+    # must leave no process behind once graceful_timeout has passed: before
+    # the fix the child inherited the worker's SIGTERM handler (it queued a
+    # callback on a copy of the worker's loop, so it never left), and the
+    # master's SIGKILL of the worker came before the worker's own cut.
+    with master("--model", "forking", "--workers", "1", "--graceful", "0.3") as m:
+        m.started(1)
+        m.logged("serves")
+        client, child = hold(m.port)
+        m.pids.add(child)
+        with client:
+            m.signal(signal.SIGTERM)
+            assert m.wait() == 0
+            assert not wait_gone({child}, WAIT), "the request's child outlived the group"
