@@ -154,7 +154,8 @@ _EXCLUSIVE = hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll")
 _HAVE_PIDFD = hasattr(os, "pidfd_open")
 
 #: Seconds the master waits before it replaces a worker that died before it
-#: served: a worker that cannot start must not make the master fork in a loop.
+#: served: a worker that cannot start must not make the master fork in a loop,
+#: whatever its exit status (one that exits 0 at once loops as fast).
 _RESPAWN_DELAY = 1.0
 
 #: Seconds the master's SIGKILL waits past a leaving worker's drain
@@ -546,7 +547,7 @@ class PreforkMixIn(_StreamServerBase):
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"status {os.waitstatus_to_exitcode(status)}")
             replaced = self._pf_stopping is None and worker.leave_deadline is None
-            if replaced and not worker.serving and status != 0:
+            if replaced and not worker.serving:
                 self._pf_respawn_after = time.monotonic() + _RESPAWN_DELAY
             logger.info("prefork: worker %d exited (%s)%s", pid, how,
                         ", replacing it" if replaced else "")

@@ -12,7 +12,7 @@ Stderr: the package's log ("prefork: ..." lines), DEBUG included.
 
 Usage: python tests/prefork_server.py [--model M] [--workers N] [--timeout S]
        [--max-requests N] [--graceful S] [--reuse-port] [--cert F --key F]
-       [--shutdown-on-stdin] [--fail-init]
+       [--shutdown-on-stdin] [--fail-init] [--exit-init]
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--shutdown-on-stdin", action="store_true")
     parser.add_argument("--fail-init", action="store_true")
+    parser.add_argument("--exit-init", action="store_true")  # a worker that exits 0 at once
     options = parser.parse_args()
     global WORKER_IS_PARENT
     WORKER_IS_PARENT = options.model == "forking"
@@ -115,6 +116,8 @@ def main() -> None:
         def worker_init(self) -> None:
             if options.fail_init:
                 raise RuntimeError("worker_init fails (--fail-init)")
+            if options.exit_init:
+                os._exit(0)
 
         def worker_started(self, pid: int) -> None:
             emit(event="started", pid=pid, master=os.getpid(), time=time.monotonic())

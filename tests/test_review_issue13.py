@@ -32,3 +32,15 @@ def test_prefork_forking_model_leaves_no_grandchild_after_a_graceful_stop() -> N
             m.signal(signal.SIGTERM)
             assert m.wait() == 0
             assert not wait_gone({child}, WAIT), "the request's child outlived the group"
+
+
+def test_prefork_a_worker_that_exits_0_before_serving_is_not_replaced_in_a_fork_loop() -> None:
+    # The respawn delay held only for a non-zero status: a worker that
+    # leaves with status 0 before it serves (os._exit(0) in worker_init, a
+    # framework's sys.exit path) was replaced at once, forking as fast as
+    # the machine goes.
+    with master("--workers", "1", "--exit-init") as m:
+        (first,) = m.started(1)
+        exited_at = m.exited(first)["time"]
+        waited = m.event("started")["time"] - exited_at
+        assert waited >= 0.99, f"replaced {waited:.4f} s after it exited before serving"
