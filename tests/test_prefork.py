@@ -86,10 +86,10 @@ class Master:
         self.log_lines: list[str] = []
         self.pids: set[int] = set()  # every process this test may have to kill
         self.live: set[int] = set()  # workers started and not yet exited, as read
-        readers = [threading.Thread(target=self._read, args=(stream, put), daemon=True)
-                   for stream, put in ((self.proc.stdout, self._put_event),
-                                       (self.proc.stderr, self._put_log))]
-        for reader in readers:
+        self._readers = [threading.Thread(target=self._read, args=(stream, put), daemon=True)
+                         for stream, put in ((self.proc.stdout, self._put_event),
+                                             (self.proc.stderr, self._put_log))]
+        for reader in self._readers:
             reader.start()
         listening = self.event("listening")
         self.port: int = listening["port"]
@@ -165,6 +165,12 @@ class Master:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(WAIT)
+        # The readers end at EOF, once every process holding the pipes is
+        # gone; a stream closed under a reader still in its loop made it
+        # raise "ValueError: I/O operation on closed file" (an unhandled
+        # thread exception: an error under -W error).
+        for reader in self._readers:
+            reader.join(WAIT)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
