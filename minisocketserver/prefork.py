@@ -142,6 +142,9 @@ _MESSAGE = struct.Struct("=ci")
 _READY = b"R"    # the loop watches the listener: the worker serves
 _LEAVING = b"L"  # leaving on its own (max_requests, master gone): replace me now
 
+# The new master's pid, from the middle process of a SIGUSR2 upgrade.
+_PID = struct.Struct("=i")
+
 # A heartbeat is a time.monotonic() value, a system-wide clock on Linux,
 # so the master can compare it with its own; one double, written in one store.
 _BEAT = struct.Struct("=d")
@@ -342,6 +345,10 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_rolling: list[int] = []  # old workers a SIGHUP still has to replace
         self._pf_rolling_new: int | None = None  # the new worker the restart waits for
         self._pf_upgrade_from: int | None = None  # old master to stop once we serve
+        # The new master a SIGUSR2 started, until it exits (a pidfd, or -1
+        # where there is none): a second SIGUSR2 meanwhile is ignored, as
+        # gunicorn's arbiter does, else two new masters would both serve.
+        self._pf_upgrade_to: tuple[int, int] | None = None
         # No fork before this time.monotonic(): a worker that fails before it
         # serves (an import error in worker_init) would otherwise be
         # replaced, fail and be replaced again, as fast as fork() goes.
@@ -474,6 +481,9 @@ class PreforkMixIn(_StreamServerBase):
         for worker in self._pf_workers.values():
             self._pf_forget(worker)
         self._pf_workers.clear()
+        if self._pf_upgrade_to is not None and self._pf_upgrade_to[1] != -1:
+            os.close(self._pf_upgrade_to[1])
+        self._pf_upgrade_to = None
 
     def _pf_keep_workers(self) -> None:
         """Start workers up to the target; stop the oldest beyond it (SIGTTOU)."""
@@ -685,28 +695,81 @@ class PreforkMixIn(_StreamServerBase):
 
     def _pf_upgrade(self) -> None:
         """SIGUSR2: start the new master, a grandchild, with the listener at descriptor 3."""
+        if self._pf_upgrade_to is not None and self._pf_upgrade_running():
+            logger.warning("prefork: upgrade (SIGUSR2) ignored: new master %d is starting",
+                           self._pf_upgrade_to[0])
+            return
         old_master = os.getpid()
+        # The middle process tells the new master's pid on this pipe.
+        told, tell = os.pipe()
         everything = signal.valid_signals()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, everything)
         try:
             middle = os.fork()
             if middle == 0:
-                self._pf_exec_new_master(old_master, previous)
+                os.close(told)
+                self._pf_exec_new_master(old_master, previous, tell)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            os.close(tell)
         # The middle process forks the new master and exits at once, so
         # this wait is short; the new master is then nobody's child here.
         _, status = os.waitpid(middle, 0)
-        if os.waitstatus_to_exitcode(status) == 0:
-            logger.info("prefork: upgrade (SIGUSR2): new master started, argv %s", _argv())
-        else:
+        with open(told, "rb") as pipe:
+            said = pipe.read(_PID.size)
+        if os.waitstatus_to_exitcode(status) != 0 or len(said) != _PID.size:
             logger.warning("prefork: upgrade (SIGUSR2) failed to fork the new master")
+            return
+        (new_master,) = _PID.unpack(said)
+        logger.info("prefork: upgrade (SIGUSR2): new master %d started, argv %s",
+                    new_master, _argv())
+        self._pf_upgrade_to = (new_master, -1)
+        with contextlib.suppress(OSError):  # ENOSYS, ESRCH: _pf_upgrade_running() looks
+            if _HAVE_PIDFD and self._reactor is not None:
+                watch = _Fd(os.pidfd_open(new_master))
+                self._pf_upgrade_to = (new_master, watch.fd)
+                self._reactor.watch(watch, selectors.EVENT_READ,
+                                    lambda mask: self._pf_upgrade_running())
 
-    def _pf_exec_new_master(self, old_master: int, mask: set[int | signal.Signals]) -> NoReturn:
+    def _pf_upgrade_running(self) -> bool:
+        """Whether the new master of the last SIGUSR2 still runs; if not, say so and forget it.
+
+        Called on a second SIGUSR2, and by the loop when the new master's
+        pidfd turns readable (it exited: it never stopped us, so the
+        upgrade failed and this master serves on).  Not our child: no wait.
+        """
+        assert self._pf_upgrade_to is not None
+        pid, fd = self._pf_upgrade_to
+        if fd != -1:
+            running = not select.select([fd], [], [], 0)[0]
+        else:
+            try:
+                os.kill(pid, 0)
+                running = True
+            except ProcessLookupError:
+                running = False
+        if running:
+            return True
+        if fd != -1:
+            if self._reactor is not None:
+                self._reactor.unwatch(_Fd(fd))
+            os.close(fd)
+        self._pf_upgrade_to = None
+        if self._pf_stopping is None:
+            logger.warning("prefork: upgrade (SIGUSR2) failed: new master %d exited before "
+                           "it served; this master serves on", pid)
+        return False
+
+    def _pf_exec_new_master(
+        self, old_master: int, mask: set[int | signal.Signals], tell: int
+    ) -> NoReturn:
         """In the middle process: fork the new master, which execs the program."""
         try:
-            if os.fork() != 0:
+            new_master = os.fork()
+            if new_master != 0:
+                os.write(tell, _PID.pack(new_master))
                 os._exit(0)
+            os.close(tell)
             signal.set_wakeup_fd(-1)
             for signum in _MASTER_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
@@ -772,6 +835,9 @@ class PreforkMixIn(_StreamServerBase):
                 os.close(other.exit_watch.fd)
             other.heartbeat.close()
         self._pf_workers = {}
+        if self._pf_upgrade_to is not None and self._pf_upgrade_to[1] != -1:
+            os.close(self._pf_upgrade_to[1])
+        self._pf_upgrade_to = None
         os.close(self._pf_alive_w)  # only the master may hold it: EOF = master gone
         os.close(self._pf_status_r)
         self._pf_alive_w = self._pf_status_r = -1

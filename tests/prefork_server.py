@@ -13,6 +13,7 @@ Stderr: the package's log ("prefork: ..." lines), DEBUG included.
 Usage: python tests/prefork_server.py [--model M] [--workers N] [--timeout S]
        [--max-requests N] [--graceful S] [--reuse-port] [--cert F --key F]
        [--shutdown-on-stdin] [--fail-init] [--exit-init]
+       [--fail-as-upgrade]
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def main() -> None:
     parser.add_argument("--shutdown-on-stdin", action="store_true")
     parser.add_argument("--fail-init", action="store_true")
     parser.add_argument("--exit-init", action="store_true")  # a worker that exits 0 at once
+    # The program re-executed by SIGUSR2 exits at once (a broken new release).
+    parser.add_argument("--fail-as-upgrade", action="store_true")
     options = parser.parse_args()
+    if options.fail_as_upgrade and "MINISOCKETSERVER_PREFORK_UPGRADE" in os.environ:
+        sys.exit(3)
     global WORKER_IS_PARENT
     WORKER_IS_PARENT = options.model == "forking"
     # DEBUG: "prefork: worker N serves" tells the tests when a worker listens.

@@ -165,14 +165,19 @@ class Master:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(WAIT)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         # The readers end at EOF, once every process holding the pipes is
         # gone; a stream closed under a reader still in its loop made it
         # raise "ValueError: I/O operation on closed file" (an unhandled
-        # thread exception: an error under -W error).
-        for reader in self._readers:
+        # thread exception: an error under -W error).  A reader still
+        # blocked after the wait (a process this test did not know of holds
+        # the pipe: its failure says why) keeps its stream: closing it would
+        # block on the reader's lock.
+        for reader, stream in zip(self._readers, (self.proc.stdout, self.proc.stderr),
+                                  strict=True):
             reader.join(WAIT)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+            if stream is not None and not reader.is_alive():
                 stream.close()
 
 

@@ -7,11 +7,12 @@ and are stopped by pid (test_prefork's ``master()``).
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
 from support import WAIT
-from test_prefork import hold, master, wait_gone
+from test_prefork import ask, hold, master, wait_gone
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs fork/signals")
 
@@ -44,3 +45,39 @@ def test_prefork_a_worker_that_exits_0_before_serving_is_not_replaced_in_a_fork_
         exited_at = m.exited(first)["time"]
         waited = m.event("started")["time"] - exited_at
         assert waited >= 0.99, f"replaced {waited:.4f} s after it exited before serving"
+
+
+def test_prefork_a_second_sigusr2_during_an_upgrade_starts_no_second_new_master() -> None:
+    # Before: each SIGUSR2 forked a new master; the second one, started
+    # while the first was coming up, also served the port and also stopped
+    # the old master: two masters, twice the workers, on one port.
+    with master("--workers", "1") as m:
+        m.started(1)
+        m.signal(signal.SIGUSR2)
+        m.logged("upgrade (SIGUSR2): new master")
+        m.signal(signal.SIGUSR2)
+        line = m.logged("upgrade (SIGUSR2)")
+        if "ignored" not in line:  # a second new master: known, to be killed
+            m.event("listening")
+            m.event("listening")
+        assert "ignored" in line
+        new = m.event("listening")["master"]
+        assert m.wait() == 0
+        m.event("stopped")  # the old master's
+        os.kill(new, signal.SIGTERM)
+        m.event("stopped")  # the new master's
+        m.assert_clean_log()
+
+
+def test_prefork_an_upgrade_whose_new_program_exits_leaves_the_old_master_serving() -> None:
+    # The re-executed program exits at once (a broken release).  The old
+    # master says so and serves on; a later SIGUSR2 is not ignored.
+    with master("--workers", "1", "--fail-as-upgrade") as m:
+        (worker,) = m.started(1)
+        m.signal(signal.SIGUSR2)
+        m.logged("exited before it served; this master serves on")
+        assert ask(m.port) == worker
+        m.signal(signal.SIGUSR2)
+        m.logged("exited before it served; this master serves on")
+        m.signal(signal.SIGTERM)
+        assert m.wait() == 0
