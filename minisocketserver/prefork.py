@@ -728,8 +728,11 @@ class PreforkMixIn(_StreamServerBase):
             if _HAVE_PIDFD and self._reactor is not None:
                 watch = _Fd(os.pidfd_open(new_master))
                 self._pf_upgrade_to = (new_master, watch.fd)
-                self._reactor.watch(watch, selectors.EVENT_READ,
-                                    lambda mask: self._pf_upgrade_running())
+                self._reactor.watch(watch, selectors.EVENT_READ, self._pf_on_new_master_exit)
+
+    def _pf_on_new_master_exit(self, mask: int) -> None:
+        """Reactor callback: the new master of a SIGUSR2 exited (its pidfd is readable)."""
+        self._pf_upgrade_running()
 
     def _pf_upgrade_running(self) -> bool:
         """Whether the new master of the last SIGUSR2 still runs; if not, say so and forget it.
