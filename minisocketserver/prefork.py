@@ -978,9 +978,14 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_leave("the master is gone")
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by a worker's loop for each request: the model's, then count for max_requests."""
+        """Called by a worker's loop for each request: the model's, then count for max_requests.
+
+        MultiplexingTLSServer calls it twice per connection: with the
+        accepted socket (its handshake starts), then with the
+        ``TLSTransport`` once the handshake is done; only the socket counts.
+        """
         super().process_request(request, client_address)
-        if self._pf_requests_left:
+        if self._pf_requests_left and isinstance(request, socket.socket):
             self._pf_requests_left -= 1
             if not self._pf_requests_left:
                 logger.info("prefork: worker %d: max_requests reached, leaving", os.getpid())

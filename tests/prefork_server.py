@@ -72,6 +72,7 @@ MODELS: dict[str, Any] = {
     "forking": mss.ForkingTCPServer,
     "multiplexing": mss.MultiplexingTCPServer,
     "tls": mss.ThreadingTLSServer,
+    "mtls": mss.MultiplexingTLSServer,
 }
 
 
@@ -131,11 +132,11 @@ def main() -> None:
             emit(event="exited", pid=pid, status=status, time=time.monotonic())
 
     kwargs: dict[str, Any] = {}
-    if options.model == "tls":
+    if options.model in ("tls", "mtls"):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(options.cert, options.key)
         kwargs["context"] = context
-    handler = LineHandler if options.model == "multiplexing" else Handler
+    handler = LineHandler if options.model in ("multiplexing", "mtls") else Handler
     server = App(("127.0.0.1", 0), handler, **kwargs)
     emit(event="listening", port=server.server_address[1], master=os.getpid())
     if options.shutdown_on_stdin:

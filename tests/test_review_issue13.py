@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 from support import WAIT
-from test_prefork import ask, hold, master, wait_gone
+from test_prefork import ask, hold, master, tls_options, wait_gone
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs fork/signals")
 
@@ -79,5 +80,19 @@ def test_prefork_an_upgrade_whose_new_program_exits_leaves_the_old_master_servin
         assert ask(m.port) == worker
         m.signal(signal.SIGUSR2)
         m.logged("exited before it served; this master serves on")
+        m.signal(signal.SIGTERM)
+        assert m.wait() == 0
+
+
+def test_prefork_max_requests_counts_a_multiplexed_tls_connection_once(tmp_path: Path) -> None:
+    # MultiplexingTLSServer calls process_request twice per connection (the
+    # raw socket starts the handshake, the TLSTransport comes back after
+    # it): max_requests=2 recycled the worker after one connection.
+    args, context = tls_options("tls", tmp_path)
+    args[1] = "mtls"
+    with master(*args, "--workers", "1", "--max-requests", "2") as m:
+        (worker,) = m.started(1)
+        assert [ask(m.port, context=context) for _ in range(2)] == [worker, worker]
+        m.exited(worker)  # then it leaves: the second one was its last
         m.signal(signal.SIGTERM)
         assert m.wait() == 0
