@@ -70,8 +70,9 @@ Signals to the master (gunicorn's conventions):
               gracefully; the shared listener queues meanwhile, so nobody
               is refused
     SIGTERM   graceful stop (``shutdown()`` from another thread too): each
-              worker stops accepting and drains, SIGKILL after
-              ``graceful_timeout``; ``serve_forever()`` then returns
+              worker stops accepting and drains for ``graceful_timeout``,
+              then cuts what is left; the master's SIGKILL comes after
+              that cut's time (``_CUT_MARGIN``); ``serve_forever()`` returns
     SIGINT, SIGQUIT  fast stop: workers cut their requests now
     SIGTTIN, SIGTTOU one worker more / less (never below one)
     SIGUSR2   upgrade: re-exec the program (``sys.executable`` and the
@@ -141,6 +142,9 @@ _MESSAGE = struct.Struct("=ci")
 _READY = b"R"    # the loop watches the listener: the worker serves
 _LEAVING = b"L"  # leaving on its own (max_requests, master gone): replace me now
 
+# The new master's pid, from the middle process of a SIGUSR2 upgrade.
+_PID = struct.Struct("=i")
+
 # A heartbeat is a time.monotonic() value, a system-wide clock on Linux,
 # so the master can compare it with its own; one double, written in one store.
 _BEAT = struct.Struct("=d")
@@ -153,8 +157,16 @@ _EXCLUSIVE = hasattr(select, "EPOLLEXCLUSIVE") and hasattr(select, "epoll")
 _HAVE_PIDFD = hasattr(os, "pidfd_open")
 
 #: Seconds the master waits before it replaces a worker that died before it
-#: served: a worker that cannot start must not make the master fork in a loop.
+#: served: a worker that cannot start must not make the master fork in a loop,
+#: whatever its exit status (one that exits 0 at once loops as fast).
 _RESPAWN_DELAY = 1.0
+
+#: Seconds the master's SIGKILL waits past a leaving worker's drain
+#: deadline (plus the model's ``drain_grace``, ForkingMixIn's): at that
+#: deadline the worker cuts its requests itself (ForkingMixIn: SIGTERM to
+#: its children, SIGKILL after drain_grace) and exits; a SIGKILL at the
+#: same moment would win that race and orphan the children.
+_CUT_MARGIN = 0.5
 
 #: Seconds between a leaving worker's looks at the connections its loop
 #: still holds (see ``_pf_leave_when_idle``): short, it runs only then.
@@ -299,8 +311,10 @@ class PreforkMixIn(_StreamServerBase):
     #: Plus ``random.randint(0, max_requests_jitter)`` per worker, so that
     #: workers started together do not all leave together.
     max_requests_jitter: int = 0
-    #: Seconds a stopping worker may drain its requests before SIGKILL
-    #: (SIGTERM, ``shutdown()``, SIGHUP, SIGTTOU, max_requests).
+    #: Seconds a stopping worker may drain its requests before it cuts
+    #: them (SIGTERM, ``shutdown()``, SIGHUP, SIGTTOU, max_requests); the
+    #: master SIGKILLs a worker still there ``_CUT_MARGIN`` s (plus the
+    #: model's ``drain_grace``) later.
     graceful_timeout: float = 30.0
 
     # Every private name here starts with _pf_: a mixin shares the instance's
@@ -331,6 +345,10 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_rolling: list[int] = []  # old workers a SIGHUP still has to replace
         self._pf_rolling_new: int | None = None  # the new worker the restart waits for
         self._pf_upgrade_from: int | None = None  # old master to stop once we serve
+        # The new master a SIGUSR2 started, until it exits (a pidfd, or -1
+        # where there is none): a second SIGUSR2 meanwhile is ignored, as
+        # gunicorn's arbiter does, else two new masters would both serve.
+        self._pf_upgrade_to: tuple[int, int] | None = None
         # No fork before this time.monotonic(): a worker that fails before it
         # serves (an import error in worker_init) would otherwise be
         # replaced, fail and be replaced again, as fast as fork() goes.
@@ -340,6 +358,7 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_status_r = self._pf_status_w = self._pf_alive_r = self._pf_alive_w = -1
         # Worker's state (in the worker only).
         self._pf_requests_left = 0
+        self._pf_worker_pid = -1
         super().__init__(*args, **kwargs)
         if self.reuse_port and self.address_family not in (socket.AF_INET, socket.AF_INET6):
             self.server_close()  # the caller never gets the object to close
@@ -462,6 +481,9 @@ class PreforkMixIn(_StreamServerBase):
         for worker in self._pf_workers.values():
             self._pf_forget(worker)
         self._pf_workers.clear()
+        if self._pf_upgrade_to is not None and self._pf_upgrade_to[1] != -1:
+            os.close(self._pf_upgrade_to[1])
+        self._pf_upgrade_to = None
 
     def _pf_keep_workers(self) -> None:
         """Start workers up to the target; stop the oldest beyond it (SIGTTOU)."""
@@ -535,7 +557,7 @@ class PreforkMixIn(_StreamServerBase):
             how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"status {os.waitstatus_to_exitcode(status)}")
             replaced = self._pf_stopping is None and worker.leave_deadline is None
-            if replaced and not worker.serving and status != 0:
+            if replaced and not worker.serving:
                 self._pf_respawn_after = time.monotonic() + _RESPAWN_DELAY
             logger.info("prefork: worker %d exited (%s)%s", pid, how,
                         ", replacing it" if replaced else "")
@@ -602,7 +624,8 @@ class PreforkMixIn(_StreamServerBase):
             if worker.killed:
                 continue
             if worker.leave_deadline is not None:
-                late = now > worker.leave_deadline
+                late = now > worker.leave_deadline + getattr(self, "drain_grace", 0.0) \
+                    + _CUT_MARGIN
                 reason = "still draining at its deadline"
             else:
                 silence = now - worker.last_beat()
@@ -672,28 +695,84 @@ class PreforkMixIn(_StreamServerBase):
 
     def _pf_upgrade(self) -> None:
         """SIGUSR2: start the new master, a grandchild, with the listener at descriptor 3."""
+        if self._pf_upgrade_to is not None and self._pf_upgrade_running():
+            logger.warning("prefork: upgrade (SIGUSR2) ignored: new master %d is starting",
+                           self._pf_upgrade_to[0])
+            return
         old_master = os.getpid()
+        # The middle process tells the new master's pid on this pipe.
+        told, tell = os.pipe()
         everything = signal.valid_signals()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, everything)
         try:
             middle = os.fork()
             if middle == 0:
-                self._pf_exec_new_master(old_master, previous)
+                os.close(told)
+                self._pf_exec_new_master(old_master, previous, tell)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            os.close(tell)
         # The middle process forks the new master and exits at once, so
         # this wait is short; the new master is then nobody's child here.
         _, status = os.waitpid(middle, 0)
-        if os.waitstatus_to_exitcode(status) == 0:
-            logger.info("prefork: upgrade (SIGUSR2): new master started, argv %s", _argv())
-        else:
+        with open(told, "rb") as pipe:
+            said = pipe.read(_PID.size)
+        if os.waitstatus_to_exitcode(status) != 0 or len(said) != _PID.size:
             logger.warning("prefork: upgrade (SIGUSR2) failed to fork the new master")
+            return
+        (new_master,) = _PID.unpack(said)
+        logger.info("prefork: upgrade (SIGUSR2): new master %d started, argv %s",
+                    new_master, _argv())
+        self._pf_upgrade_to = (new_master, -1)
+        with contextlib.suppress(OSError):  # ENOSYS, ESRCH: _pf_upgrade_running() looks
+            if _HAVE_PIDFD and self._reactor is not None:
+                watch = _Fd(os.pidfd_open(new_master))
+                self._pf_upgrade_to = (new_master, watch.fd)
+                self._reactor.watch(watch, selectors.EVENT_READ, self._pf_on_new_master_exit)
 
-    def _pf_exec_new_master(self, old_master: int, mask: set[int | signal.Signals]) -> NoReturn:
+    def _pf_on_new_master_exit(self, mask: int) -> None:
+        """Reactor callback: the new master of a SIGUSR2 exited (its pidfd is readable)."""
+        self._pf_upgrade_running()
+
+    def _pf_upgrade_running(self) -> bool:
+        """Whether the new master of the last SIGUSR2 still runs; if not, say so and forget it.
+
+        Called on a second SIGUSR2, and by the loop when the new master's
+        pidfd turns readable (it exited: it never stopped us, so the
+        upgrade failed and this master serves on).  Not our child: no wait.
+        """
+        assert self._pf_upgrade_to is not None
+        pid, fd = self._pf_upgrade_to
+        if fd != -1:
+            running = not select.select([fd], [], [], 0)[0]
+        else:
+            try:
+                os.kill(pid, 0)
+                running = True
+            except ProcessLookupError:
+                running = False
+        if running:
+            return True
+        if fd != -1:
+            if self._reactor is not None:
+                self._reactor.unwatch(_Fd(fd))
+            os.close(fd)
+        self._pf_upgrade_to = None
+        if self._pf_stopping is None:
+            logger.warning("prefork: upgrade (SIGUSR2) failed: new master %d exited before "
+                           "it served; this master serves on", pid)
+        return False
+
+    def _pf_exec_new_master(
+        self, old_master: int, mask: set[int | signal.Signals], tell: int
+    ) -> NoReturn:
         """In the middle process: fork the new master, which execs the program."""
         try:
-            if os.fork() != 0:
+            new_master = os.fork()
+            if new_master != 0:
+                os.write(tell, _PID.pack(new_master))
                 os._exit(0)
+            os.close(tell)
             signal.set_wakeup_fd(-1)
             for signum in _MASTER_SIGNALS:
                 signal.signal(signum, signal.SIG_DFL)
@@ -742,6 +821,7 @@ class PreforkMixIn(_StreamServerBase):
         master_reactor = self._reactor
         self._reactor = None
         self._pf_role = "worker"
+        self._pf_worker_pid = os.getpid()
         self._pf_heartbeat = heartbeat
         # The master's wake-up descriptor is inherited as the signal wake-up
         # fd: a signal here would wake the master's loop.
@@ -758,6 +838,9 @@ class PreforkMixIn(_StreamServerBase):
                 os.close(other.exit_watch.fd)
             other.heartbeat.close()
         self._pf_workers = {}
+        if self._pf_upgrade_to is not None and self._pf_upgrade_to[1] != -1:
+            os.close(self._pf_upgrade_to[1])
+        self._pf_upgrade_to = None
         os.close(self._pf_alive_w)  # only the master may hold it: EOF = master gone
         os.close(self._pf_status_r)
         self._pf_alive_w = self._pf_status_r = -1
@@ -799,6 +882,13 @@ class PreforkMixIn(_StreamServerBase):
         SIGTERM leaves through ``_pf_leave``, on the loop's thread, at the
         end of the loop's current iteration; a fast stop ends the loop as is.
         """
+        if os.getpid() != self._pf_worker_pid:
+            # A process the worker forked (ForkingMixIn's child for a
+            # request) inherits this handler, but not the worker's loop: it
+            # takes the signal as the default says (it leaves).
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         reason = signal.Signals(signum).name
         reactor = self._reactor
         if signum == signal.SIGTERM and reactor is not None:
@@ -888,9 +978,14 @@ class PreforkMixIn(_StreamServerBase):
         self._pf_leave("the master is gone")
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Called by a worker's loop for each request: the model's, then count for max_requests."""
+        """Called by a worker's loop for each request: the model's, then count for max_requests.
+
+        MultiplexingTLSServer calls it twice per connection: with the
+        accepted socket (its handshake starts), then with the
+        ``TLSTransport`` once the handshake is done; only the socket counts.
+        """
         super().process_request(request, client_address)
-        if self._pf_requests_left:
+        if self._pf_requests_left and isinstance(request, socket.socket):
             self._pf_requests_left -= 1
             if not self._pf_requests_left:
                 logger.info("prefork: worker %d: max_requests reached, leaving", os.getpid())

@@ -12,7 +12,8 @@ Stderr: the package's log ("prefork: ..." lines), DEBUG included.
 
 Usage: python tests/prefork_server.py [--model M] [--workers N] [--timeout S]
        [--max-requests N] [--graceful S] [--reuse-port] [--cert F --key F]
-       [--shutdown-on-stdin] [--fail-init]
+       [--shutdown-on-stdin] [--fail-init] [--exit-init]
+       [--fail-as-upgrade]
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ MODELS: dict[str, Any] = {
     "forking": mss.ForkingTCPServer,
     "multiplexing": mss.MultiplexingTCPServer,
     "tls": mss.ThreadingTLSServer,
+    "mtls": mss.MultiplexingTLSServer,
 }
 
 
@@ -97,7 +99,12 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--shutdown-on-stdin", action="store_true")
     parser.add_argument("--fail-init", action="store_true")
+    parser.add_argument("--exit-init", action="store_true")  # a worker that exits 0 at once
+    # The program re-executed by SIGUSR2 exits at once (a broken new release).
+    parser.add_argument("--fail-as-upgrade", action="store_true")
     options = parser.parse_args()
+    if options.fail_as_upgrade and "MINISOCKETSERVER_PREFORK_UPGRADE" in os.environ:
+        sys.exit(3)
     global WORKER_IS_PARENT
     WORKER_IS_PARENT = options.model == "forking"
     # DEBUG: "prefork: worker N serves" tells the tests when a worker listens.
@@ -115,6 +122,8 @@ def main() -> None:
         def worker_init(self) -> None:
             if options.fail_init:
                 raise RuntimeError("worker_init fails (--fail-init)")
+            if options.exit_init:
+                os._exit(0)
 
         def worker_started(self, pid: int) -> None:
             emit(event="started", pid=pid, master=os.getpid(), time=time.monotonic())
@@ -123,11 +132,11 @@ def main() -> None:
             emit(event="exited", pid=pid, status=status, time=time.monotonic())
 
     kwargs: dict[str, Any] = {}
-    if options.model == "tls":
+    if options.model in ("tls", "mtls"):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(options.cert, options.key)
         kwargs["context"] = context
-    handler = LineHandler if options.model == "multiplexing" else Handler
+    handler = LineHandler if options.model in ("multiplexing", "mtls") else Handler
     server = App(("127.0.0.1", 0), handler, **kwargs)
     emit(event="listening", port=server.server_address[1], master=os.getpid())
     if options.shutdown_on_stdin:

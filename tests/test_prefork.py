@@ -86,10 +86,10 @@ class Master:
         self.log_lines: list[str] = []
         self.pids: set[int] = set()  # every process this test may have to kill
         self.live: set[int] = set()  # workers started and not yet exited, as read
-        readers = [threading.Thread(target=self._read, args=(stream, put), daemon=True)
-                   for stream, put in ((self.proc.stdout, self._put_event),
-                                       (self.proc.stderr, self._put_log))]
-        for reader in readers:
+        self._readers = [threading.Thread(target=self._read, args=(stream, put), daemon=True)
+                         for stream, put in ((self.proc.stdout, self._put_event),
+                                             (self.proc.stderr, self._put_log))]
+        for reader in self._readers:
             reader.start()
         listening = self.event("listening")
         self.port: int = listening["port"]
@@ -165,8 +165,19 @@ class Master:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(WAIT)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        # The readers end at EOF, once every process holding the pipes is
+        # gone; a stream closed under a reader still in its loop made it
+        # raise "ValueError: I/O operation on closed file" (an unhandled
+        # thread exception: an error under -W error).  A reader still
+        # blocked after the wait (a process this test did not know of holds
+        # the pipe: its failure says why) keeps its stream: closing it would
+        # block on the reader's lock.
+        for reader, stream in zip(self._readers, (self.proc.stdout, self.proc.stderr),
+                                  strict=True):
+            reader.join(WAIT)
+            if stream is not None and not reader.is_alive():
                 stream.close()
 
 
