@@ -58,7 +58,9 @@ the sockets by a hash of the addresses: no herd, no shared queue.  The
 cost: connections waiting in a leaving worker's queue are reset by the
 kernel when it closes its socket (a rolling restart or a recycled worker
 refuses those few clients), and a stalled worker's queue is not served by
-the others.  The master keeps its own socket bound but not listening: it
+the others.  (Linux 5.14+ can hand such a queue to another member of the
+group, but only where an administrator set ``net.ipv4.tcp_migrate_req``;
+the class does not rely on it.)  The master keeps its own socket bound but not listening: it
 holds the port between worker generations (and resolves port 0 once, for
 every worker), and, not listening, it is in no reuseport group, so no
 connection ever queues on it.
