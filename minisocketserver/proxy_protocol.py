@@ -304,7 +304,7 @@ def _v1_address(text: str, family: str) -> str:
     if not text or len(text) > _V6_MAX or not set(text) <= _V6_CHARS:
         raise ProxyProtocolError(f"invalid v1 IPv6 address {text!r}")
     try:
-        return ipaddress.IPv6Address(text).compressed
+        return _host_text(ipaddress.IPv6Address(text))
     except ValueError:
         raise ProxyProtocolError(f"invalid v1 IPv6 address {text!r}") from None
 
@@ -372,6 +372,19 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     return ProxyHeader(2, _COMMANDS[command], name, source, destination, tlvs, length)
 
 
+def _host_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address in the form the kernel gives it (``getpeername()``, ``inet_ntop``).
+
+    Not ``ipaddress``'s: its text for an IPv4-mapped IPv6 address changed in
+    Python 3.13 (``::ffff:c000:201`` became ``::ffff:192.0.2.1``, the
+    kernel's), and the client address a handler sees must not depend on the
+    interpreter.
+    """
+    if address.version == 4:
+        return str(address)
+    return socket.inet_ntop(socket.AF_INET6, address.packed)
+
+
 def _v2_addresses(block: bytes, family: int) -> tuple[Any, Any]:
     if family == 0x3:
         return _unix_path(block[:_UNIX_PATH]), _unix_path(block[_UNIX_PATH : 2 * _UNIX_PATH])
@@ -379,8 +392,8 @@ def _v2_addresses(block: bytes, family: int) -> tuple[Any, Any]:
     make = ipaddress.IPv4Address if family == 0x1 else ipaddress.IPv6Address
     source_port, destination_port = struct.unpack_from("!HH", block, 2 * size)
     return (
-        (make(block[:size]).compressed, source_port),
-        (make(block[size : 2 * size]).compressed, destination_port),
+        (_host_text(make(block[:size])), source_port),
+        (_host_text(make(block[size : 2 * size])), destination_port),
     )
 
 
@@ -466,14 +479,14 @@ def encode_v1(source: tuple[str, int] | None, destination: tuple[str, int] | Non
     """The v1 line for a TCP connection from ``source`` to ``destination``.
 
     ``None`` for either gives ``PROXY UNKNOWN\\r\\n``.  Both hosts must be of
-    one family; hosts are written in canonical form (``ipaddress``'s).
+    one family; hosts are written in canonical form (the kernel's: ``inet_ntop``).
     """
     if source is None or destination is None:
         return b"PROXY UNKNOWN\r\n"
     family = _host_family(source[0])
     if _host_family(destination[0]) != family:
         raise ValueError("source and destination must both be IPv4 or both IPv6")
-    hosts = [ipaddress.ip_address(host).compressed for host in (source[0], destination[0])]
+    hosts = [_host_text(ipaddress.ip_address(host)) for host in (source[0], destination[0])]
     for port in (source[1], destination[1]):
         if not 0 <= port <= 65535:
             raise ValueError(f"port out of range: {port}")
