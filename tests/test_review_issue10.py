@@ -74,6 +74,54 @@ def _served(address: Any, patience: float) -> bool:
             return False
 
 
+@contextlib.contextmanager
+def _paused_member_beside_another() -> Iterator[
+    tuple[Any, Any, threading.Event, threading.Thread, list[BaseException]]
+]:
+    """A ServerGroup of two threading servers, served on a thread: ``limited``
+    (max_threads = 1) paused with its one worker held until ``release``, and
+    ``other`` answering; yields (limited, other, release, loop, died), where
+    ``died`` collects what escaped the group's loop.  Everything is stopped
+    and closed on the way out."""
+    release = threading.Event()
+
+    class Held(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"hi\n")
+            release.wait(WAIT)
+
+    class Limited(socketserver.ThreadingTCPServer):
+        max_threads = 1
+        # server_close() must return while the worker is still held (the
+        # tests release it after the close), also on the loop's own thread.
+        block_on_close = False
+
+    limited = Limited((HOST, 0), Held)
+    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
+    group = socketserver.ServerGroup([limited, other])
+    died: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            group.serve_forever()
+        except BaseException as exc:
+            died.append(exc)
+
+    loop = threading.Thread(target=serve, daemon=True)
+    loop.start()
+    try:
+        with connect(limited.server_address) as holder:
+            assert recv_exactly(holder, 3) == b"hi\n"  # its one worker is busy
+            loop_has_turned(other)
+            yield limited, other, release, loop, died
+    finally:
+        release.set()
+        if loop.is_alive():
+            group.shutdown()
+            loop.join(WAIT)
+        group.server_close()
+
+
 @pytest.mark.timeout(30)
 def test_forking_collect_children_overridden_without_super_keeps_accepting() -> None:
     """BUG: ForkingMixIn pauses accepting at max_children and only its OWN
@@ -185,50 +233,14 @@ def test_group_member_closed_at_its_thread_limit_does_not_kill_the_group(
     OUT OF serve_forever(): the whole ServerGroup stops serving every other
     member.  (Seen unprovoked for ForkingTCPServer in a stress run of
     server_close()/shutdown()/drain() from several threads.)"""
-    release = threading.Event()
-
-    class Held(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(b"hi\n")
-            release.wait(WAIT)
-
-    class Limited(socketserver.ThreadingTCPServer):
-        max_threads = 1
-        # fix10: server_close() must return while the worker is still held
-        # (the test releases it after the close); with block_on_close it
-        # joined the worker, and the test took WAIT (10 s) to pass.
-        block_on_close = False
-
-    limited = Limited((HOST, 0), Held)
-    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
-    group = socketserver.ServerGroup([limited, other])
-    died: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            group.serve_forever()
-        except BaseException as exc:
-            died.append(exc)
-
-    loop = threading.Thread(target=serve, daemon=True)
-    loop.start()
-    try:
-        with connect(limited.server_address) as holder:
-            assert recv_exactly(holder, 3) == b"hi\n"  # its one worker is busy
-            loop_has_turned(other)
-            limited.server_close()  # no shutdown()
-            release.set()
-            for thread in list(limited._threads):
-                thread.join(WAIT)
-            loop.join(0.5)  # the loop must NOT end
-            assert not died, f"the group's loop died: {died!r}"
-            assert _served(other.server_address, patience=WAIT)
-    finally:
+    with _paused_member_beside_another() as (limited, other, release, loop, died):
+        limited.server_close()  # no shutdown()
         release.set()
-        if loop.is_alive():
-            group.shutdown()
-            loop.join(WAIT)
-        group.server_close()
+        for thread in list(limited._threads):
+            thread.join(WAIT)
+        loop.join(0.5)  # the loop must NOT end
+        assert not died, f"the group's loop died: {died!r}"
+        assert _served(other.server_address, patience=WAIT)
 
 
 @pytest.mark.timeout(30)
@@ -615,52 +627,19 @@ def test_a_listener_closed_on_the_loops_thread_while_paused_is_not_watched_again
     loop's own thread: when its worker finishes, _resume_accepting() must
     not re-register the closed listener (ValueError('Invalid file
     descriptor: -1') out of serve_forever() would end the whole group)."""
-    release = threading.Event()
-
-    class Held(socketserver.StreamRequestHandler):
-        def handle(self) -> None:
-            self.wfile.write(b"hi\n")
-            release.wait(WAIT)
-
-    class Limited(socketserver.ThreadingTCPServer):
-        max_threads = 1
-        block_on_close = False  # closed on the loop's thread: it must not wait there
-
-    limited = Limited((HOST, 0), Held)
-    other = socketserver.ThreadingTCPServer((HOST, 0), Hello)
-    group = socketserver.ServerGroup([limited, other])
-    died: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            group.serve_forever()
-        except BaseException as exc:
-            died.append(exc)
-
-    loop = threading.Thread(target=serve, daemon=True)
-    loop.start()
-    try:
-        with connect(limited.server_address) as holder:
-            assert recv_exactly(holder, 3) == b"hi\n"  # its one worker is busy
-            loop_has_turned(other)
-            reactor = other._reactor
-            assert reactor is not None
-            reactor.call_soon_threadsafe(limited.server_close)
-            loop_has_turned(other)  # the close has run
-            assert limited.fileno() == -1
-            release.set()
-            for thread in list(limited._threads):
-                thread.join(WAIT)
-            loop_has_turned(other)  # the finished worker's posted resume has run
-            assert _served(other.server_address, patience=WAIT)
-            assert not died, f"the group's loop died: {died!r}"
-            assert loop.is_alive()
-    finally:
+    with _paused_member_beside_another() as (limited, other, release, loop, died):
+        reactor = other._reactor
+        assert reactor is not None
+        reactor.call_soon_threadsafe(limited.server_close)
+        loop_has_turned(other)  # the close has run
+        assert limited.fileno() == -1
         release.set()
-        if loop.is_alive():
-            group.shutdown()
-            loop.join(WAIT)
-        group.server_close()
+        for thread in list(limited._threads):
+            thread.join(WAIT)
+        loop_has_turned(other)  # the finished worker's posted resume has run
+        assert _served(other.server_address, patience=WAIT)
+        assert not died, f"the group's loop died: {died!r}"
+        assert loop.is_alive()
     assert not thread_errors, thread_errors
 
 
